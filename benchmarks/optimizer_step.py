@@ -1,0 +1,134 @@
+"""Step time of CLASSP against torch's Adagrad and SGD and a published-style Python loop.
+
+Measured, not asserted. Every row is timed in the same process, interleaved round by
+round so that machine noise hits all rows alike, and printed as a ratio to
+`torch.optim.Adagrad(foreach=True)` on the same model.
+
+    python benchmarks/optimizer_step.py [--rounds 7] [--steps 50] [--device cpu]
+
+Targets (issue 2): CLASSP foreach <= 1.5x Adagrad foreach on both models; >= 3x faster
+than the published-style loop on the MLP of 200 small tensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from classp import CLASSP
+from classp.models import PaperCNN
+
+THRESHOLD = 1e-6  # > 0 so that the per-weight mask is computed, as in a real CLASSP run
+
+
+class PublishedStyleCLASSP(torch.optim.Optimizer):
+    """A per-tensor Python loop written the way the published CLASSP.py is written:
+    a Python `if` on a tensor (one host sync per tensor), |g| added whatever the power."""
+
+    def __init__(self, params, lr, threshold, power, eps):
+        super().__init__(params, dict(lr=lr, threshold=threshold, power=power, eps=eps))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                grad = p.grad
+                state = self.state[p]
+                if "sum" not in state:
+                    state["sum"] = torch.zeros_like(p)
+                if (grad**2).any() > group["threshold"]:
+                    state["sum"].add_(grad.abs()) ** group["power"]
+                    std = state["sum"].add(group["eps"]).pow(1 / group["power"])
+                    p.addcdiv_(grad, std, value=-group["lr"])
+
+
+def mlp_of_200_tensors() -> nn.Module:
+    # 100 Linear layers of 32 -> 32: 200 small tensors (weights and biases).
+    return nn.Sequential(*[nn.Linear(32, 32) for _ in range(100)])
+
+
+def contenders():
+    def classp(foreach, power, rule):
+        return lambda ps: CLASSP(ps, lr=0.01, threshold=THRESHOLD, power=power, rule=rule,
+                                 foreach=foreach)
+
+    rows = {
+        "adagrad foreach (baseline)": lambda ps: torch.optim.Adagrad(ps, lr=0.01, foreach=True),
+        "adagrad single-tensor": lambda ps: torch.optim.Adagrad(ps, lr=0.01, foreach=False),
+        "sgd foreach": lambda ps: torch.optim.SGD(ps, lr=0.01, foreach=True),
+        "sgd single-tensor": lambda ps: torch.optim.SGD(ps, lr=0.01, foreach=False),
+    }
+    for rule in ("algorithm", "reference-code", "equation"):
+        for power in (1.0, 2.0):
+            for foreach in (True, False):
+                name = f"classp {rule} p={power:g} {'foreach' if foreach else 'single-tensor'}"
+                rows[name] = classp(foreach, power, rule)
+    rows["classp algorithm p=1 foreach +track_updates"] = lambda ps: CLASSP(
+        ps, lr=0.01, threshold=THRESHOLD, foreach=True, track_updates=True
+    )
+    rows["published-style loop p=1"] = lambda ps: PublishedStyleCLASSP(
+        ps, lr=0.01, threshold=THRESHOLD, power=1.0, eps=1e-5
+    )
+    return rows
+
+
+def time_steps(opt, steps: int, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def bench_model(label: str, make_model, rounds: int, steps: int, device: torch.device) -> None:
+    rows = contenders()
+    optimizers = {}
+    for name, make in rows.items():
+        torch.manual_seed(0)
+        model = make_model().to(device)
+        for p in model.parameters():
+            p.grad = torch.randn_like(p) * 1e-2
+        optimizers[name] = make(list(model.parameters()))
+        time_steps(optimizers[name], 3, device)  # warm-up: state allocation, first dispatch
+    samples: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(rounds):
+        for name, opt in optimizers.items():
+            samples[name].append(time_steps(opt, steps, device))
+    n_params = sum(p.numel() for p in make_model().parameters())
+    n_tensors = len(list(make_model().parameters()))
+    base = statistics.median(samples["adagrad foreach (baseline)"])
+    print(f"\n{label}: {n_params:,} parameters in {n_tensors} tensors, device {device}, "
+          f"median of {rounds} rounds x {steps} steps")
+    print(f"{'optimizer':<48} {'ms/step':>9} {'x adagrad foreach':>18}")
+    for name in rows:
+        t = statistics.median(samples[name])
+        print(f"{name:<48} {t * 1e3:>9.3f} {t / base:>18.2f}")
+    published = statistics.median(samples["published-style loop p=1"])
+    ours = statistics.median(samples["classp algorithm p=1 foreach"])
+    print(f"published-style loop / classp algorithm p=1 foreach: {published / ours:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    bench_model("(a) paper CNN", PaperCNN, args.rounds, args.steps, device)
+    bench_model("(b) MLP of 200 small tensors", mlp_of_200_tensors, args.rounds, args.steps, device)
+
+
+if __name__ == "__main__":
+    main()

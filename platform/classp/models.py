@@ -1,0 +1,123 @@
+"""The paper's models, and a plain MLP, registered by name.
+
+`paper-cnn` is the network of the paper's vision experiment (PyTorch's MNIST example:
+about 1.2 M parameters in 8 tensors). `paper-transformer` is its text model: a 600-d
+embedding, one encoder layer with 30 heads, and a linear head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class InputShape:
+    """What a task sequence feeds a model: images (channels, height, width) or token ids."""
+
+    kind: str  # "image" or "tokens"
+    shape: tuple[int, ...]  # (C, H, W) for images, (sequence length,) for tokens
+    num_classes: int
+    vocab_size: int = 0
+
+
+class PaperCNN(nn.Module):
+    """conv 32 -> conv 64 -> max-pool -> dropout 0.25 -> fc 128 -> dropout 0.5 -> fc 10."""
+
+    def __init__(self, in_channels: int = 1, height: int = 28, width: int = 28, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        flat = 64 * ((height - 4) // 2) * ((width - 4) // 2)
+        self.fc1 = nn.Linear(flat, 128)
+        self.fc2 = nn.Linear(128, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        x = torch.flatten(self.dropout1(torch.max_pool2d(x, 2)), 1)
+        x = self.dropout2(torch.relu(self.fc1(x)))
+        return self.fc2(x)
+
+
+class PaperTransformer(nn.Module):
+    """Embedding 600 -> dropout 0.1 -> layer norm -> 1 encoder layer (30 heads) -> layer norm
+    -> mean over tokens -> linear to the classes."""
+
+    def __init__(self, vocab_size: int, num_classes: int = 3, d_model: int = 600, heads: int = 30,
+                 dropout: float = 0.1, pad_id: int = 0):
+        super().__init__()
+        self.pad_id = pad_id
+        self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+        self.dropout = nn.Dropout(dropout)
+        self.norm_in = nn.LayerNorm(d_model)
+        self.encoder = nn.TransformerEncoderLayer(
+            d_model, heads, dim_feedforward=d_model, dropout=dropout, batch_first=True
+        )
+        self.norm_out = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, num_classes)
+
+    def forward(self, tokens):
+        pad = tokens == self.pad_id
+        x = self.norm_in(self.dropout(self.embedding(tokens)))
+        x = self.norm_out(self.encoder(x, src_key_padding_mask=pad))
+        keep = (~pad).unsqueeze(-1).to(x.dtype)
+        pooled = (x * keep).sum(1) / keep.sum(1).clamp_min(1.0)  # mean over real tokens
+        return self.head(pooled)
+
+
+class MLP(nn.Module):
+    """Flatten -> (Linear -> ReLU) x len(hidden) -> Linear."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: tuple[int, ...] = (256, 256)):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _paper_cnn(inp: InputShape) -> nn.Module:
+    if inp.kind != "image":
+        raise ValueError("model 'paper-cnn' needs image tasks; use 'paper-transformer' or 'mlp' for text")
+    c, h, w = inp.shape
+    return PaperCNN(c, h, w, inp.num_classes)
+
+
+def _paper_transformer(inp: InputShape) -> nn.Module:
+    if inp.kind != "tokens":
+        raise ValueError("model 'paper-transformer' needs text tasks; use 'paper-cnn' or 'mlp' for images")
+    return PaperTransformer(inp.vocab_size, inp.num_classes)
+
+
+def _mlp(inp: InputShape) -> nn.Module:
+    if inp.kind != "image":
+        raise ValueError("model 'mlp' takes images; use 'paper-transformer' for text")
+    in_features = 1
+    for d in inp.shape:
+        in_features *= d
+    return MLP(in_features, inp.num_classes)
+
+
+MODELS: dict[str, Callable[[InputShape], nn.Module]] = {
+    "paper-cnn": _paper_cnn,
+    "paper-transformer": _paper_transformer,
+    "mlp": _mlp,
+}
+
+
+def build_model(name: str, inp: InputShape) -> nn.Module:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    return MODELS[name](inp)

@@ -1,0 +1,357 @@
+"""CLASSP against hand-written oracles, AdaGrad, itself (foreach vs single tensor), and a reload."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from classp import CLASSP
+from classp.optim import RULES
+
+# ----------------------------------------------------------------------------------------
+# Oracle: element by element in float64 Python, written from the paper's text, not the code.
+# ----------------------------------------------------------------------------------------
+
+
+def oracle(w0, grads, *, lr, threshold, power, eps, decay, rule):
+    """Return (weights, sums, counts) after applying `grads` one step at a time."""
+    w = [float(x) for x in w0]
+    s = [0.0] * len(w)
+    n = [0] * len(w)
+    for g in grads:
+        g = [float(x) for x in g]
+        if rule == "reference-code":
+            tensor_passes = (1.0 if any(x != 0 for x in g) else 0.0) > threshold
+        for i, gi in enumerate(g):
+            if rule == "algorithm":
+                if gi * gi > threshold:
+                    s[i] += abs(gi) ** power
+                    w[i] -= lr * gi / (eps + s[i]) ** (1 / power) if decay else lr * gi
+                    n[i] += 1
+            elif rule == "equation":
+                if gi * gi > threshold:
+                    w[i] -= lr * gi / math.sqrt(eps + s[i]) if decay else lr * gi
+                    n[i] += 1
+                s[i] += abs(gi) ** power
+            else:
+                if tensor_passes:
+                    s[i] += abs(gi)
+                    w[i] -= lr * gi / (s[i] + eps) ** (1 / power) if decay else lr * gi
+                    n[i] += 1
+    return np.array(w), np.array(s), np.array(n)
+
+
+def run_classp(w0, grads, *, foreach, **hyper):
+    p = torch.nn.Parameter(torch.tensor(w0, dtype=torch.float32))
+    opt = CLASSP([p], foreach=foreach, track_updates=True, **hyper)
+    for g in grads:
+        p.grad = torch.tensor(g, dtype=torch.float32)
+        opt.step()
+    state = opt.state[p]
+    return p.detach().numpy(), state["sum"].numpy(), state["update_count"].numpy()
+
+
+def random_problem(seed, n=64, steps=6, scale=1.0):
+    rng = np.random.default_rng(seed)
+    w0 = rng.normal(size=n)
+    grads = rng.normal(scale=scale, size=(steps, n))
+    grads[:, :4] = 0.0  # some exactly-zero gradients
+    return w0.astype(np.float32), grads.astype(np.float32)
+
+
+CASES = [
+    dict(threshold=t, power=p, decay=d)
+    for t in (0.0, 0.5, 1.5)
+    for p in (1.0, 2.0, 1.5)
+    for d in (True, False)
+]
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"t{c['threshold']}-p{c['power']}-d{int(c['decay'])}")
+@pytest.mark.parametrize("foreach", [False, True], ids=["single", "foreach"])
+def test_each_rule_matches_the_oracle(rule, case, foreach):
+    w0, grads = random_problem(seed=hash((rule, str(case))) % 2**32)
+    hyper = dict(lr=0.1, eps=1e-3, rule=rule, **case)
+    w, s, n = run_classp(w0, grads, foreach=foreach, **hyper)
+    w_ref, s_ref, n_ref = oracle(w0, grads, **hyper)
+    np.testing.assert_allclose(w, w_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s, s_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(n, n_ref)
+
+
+def test_algorithm_threshold_masks_per_weight_and_the_reference_code_per_tensor():
+    w0 = np.zeros(2, dtype=np.float32)
+    grads = [np.array([0.1, 2.0], dtype=np.float32)]  # g^2 = 0.01 and 4.0
+    _, _, n_alg = run_classp(w0, grads, foreach=False, lr=0.1, threshold=0.5, rule="algorithm")
+    _, _, n_ref = run_classp(w0, grads, foreach=False, lr=0.1, threshold=0.5, rule="reference-code")
+    _, _, n_ref_high = run_classp(
+        w0, grads, foreach=False, lr=0.1, threshold=1.0, rule="reference-code"
+    )
+    assert n_alg.tolist() == [0, 1]
+    assert n_ref.tolist() == [1, 1]  # True > 0.5: nothing masked
+    assert n_ref_high.tolist() == [0, 0]  # True > 1.0 is False: everything masked
+
+
+def test_reference_code_discards_the_power():
+    w0 = np.zeros(3, dtype=np.float32)
+    grads = [np.array([0.5, -2.0, 3.0], dtype=np.float32)] * 2
+    _, s, _ = run_classp(w0, grads, foreach=False, lr=0.1, power=2.0, rule="reference-code")
+    np.testing.assert_allclose(s, [1.0, 4.0, 6.0])
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_power_two_threshold_zero_is_adagrad_with_eps_inside_the_root(foreach):
+    w0, grads = random_problem(seed=7)
+    lr, eps = 0.05, 1e-2
+    w, _, _ = run_classp(w0, grads, foreach=foreach, lr=lr, eps=eps, power=2.0, threshold=0.0)
+    # Closed form: w_T = w_0 - sum_t lr g_t / sqrt(eps + sum_{k<=t} g_k^2)
+    g = grads.astype(np.float64)
+    expected = w0 - (lr * g / np.sqrt(eps + np.cumsum(g * g, axis=0))).sum(axis=0)
+    np.testing.assert_allclose(w, expected, rtol=1e-5, atol=1e-6)
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(7, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
+        torch.nn.Linear(16, 3),
+    )
+
+
+def _train(model, opt, steps, seed):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(32, 7, generator=gen)
+        y = torch.randint(0, 3, (32,), generator=gen)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("power", [1.0, 2.0, 0.7])
+@pytest.mark.parametrize("decay", [True, False])
+def test_foreach_and_single_tensor_paths_agree(rule, power, decay):
+    # The same gradient sequence for both paths (no model feedback, which would amplify
+    # rounding), over tensors of many shapes, some with all-zero gradients.
+    gen = torch.Generator().manual_seed(5)
+    shapes = [(16, 7), (16,), (3, 3, 2, 2), (1,), (200,), (4, 5)]
+    init = [torch.randn(s, generator=gen) for s in shapes]
+    grads = [[torch.randn(s, generator=gen) * 0.1 for s in shapes] for _ in range(20)]
+    for step in grads[::4]:
+        step[3].zero_()
+    results = []
+    for foreach in (False, True):
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        opt = CLASSP(params, lr=0.05, threshold=1e-3, power=power, decay=decay, rule=rule,
+                     foreach=foreach, track_updates=True)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = g.clone()
+            opt.step()
+        results.append((params, opt))
+    (params0, opt0), (params1, opt1) = results
+    for a, b in zip(params0, params1):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(opt0.state[a]["sum"], opt1.state[b]["sum"], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(opt0.state[a]["update_count"], opt1.state[b]["update_count"])
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_state_dict_round_trip_continues_identically(foreach, tmp_path):
+    model = _mlp()
+    opt = CLASSP(model.parameters(), lr=0.1, threshold=1e-5, foreach=foreach, track_updates=True)
+    _train(model, opt, steps=10, seed=1)
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, tmp_path / "ckpt.pt")
+    _train(model, opt, steps=10, seed=2)
+
+    restored = _mlp()
+    restored_opt = CLASSP(
+        restored.parameters(), lr=0.5, threshold=0.0, foreach=foreach, track_updates=True
+    )
+    ckpt = torch.load(tmp_path / "ckpt.pt")
+    restored.load_state_dict(ckpt["model"])
+    restored_opt.load_state_dict(ckpt["opt"])  # also restores lr and threshold
+    _train(restored, restored_opt, steps=10, seed=2)
+    for a, b in zip(model.parameters(), restored.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        torch.testing.assert_close(opt.state[a]["sum"], restored_opt.state[b]["sum"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_state_survives_a_change_of_threshold_and_decay_between_tasks(foreach):
+    w0, grads = random_problem(seed=11, steps=8)
+    first, second = grads[:4], grads[4:]
+    p = torch.nn.Parameter(torch.tensor(w0))
+    opt = CLASSP([p], lr=0.2, threshold=0.5, power=1.0, eps=1e-3, decay=False, foreach=foreach)
+    for g in first:
+        p.grad = torch.tensor(g)
+        opt.step()
+    sum_tensor = opt.state[p]["sum"]
+    # The paper's switch when the second task starts.
+    opt.param_groups[0]["threshold"] = 0.0
+    opt.param_groups[0]["decay"] = True
+    for g in second:
+        p.grad = torch.tensor(g)
+        opt.step()
+    assert opt.state[p]["sum"] is sum_tensor  # never re-created
+
+    w_mid, s_mid, _ = oracle(w0, first, lr=0.2, threshold=0.5, power=1.0, eps=1e-3,
+                             decay=False, rule="algorithm")
+    # Continue the oracle from the first task's weights and sums.
+    w, s = list(w_mid), list(s_mid)
+    for g in second:
+        for i, gi in enumerate(map(float, g)):
+            if gi * gi > 0.0:
+                s[i] += abs(gi)
+                w[i] -= 0.2 * gi / (1e-3 + s[i])
+    np.testing.assert_allclose(p.detach().numpy(), w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(opt.state[p]["sum"].numpy(), s, rtol=1e-5, atol=1e-6)
+
+
+def test_maximize_climbs():
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = CLASSP([p], lr=0.1, maximize=True)
+    p.grad = torch.ones(3)
+    opt.step()
+    assert (p > 0).all()
+
+
+def test_parameters_without_gradient_are_left_alone():
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    opt = CLASSP([a, b], lr=0.1)
+    a.grad = torch.ones(2)
+    opt.step()
+    assert b not in opt.state and torch.equal(b, torch.ones(2))
+
+
+def test_accumulator_bytes_is_one_float_per_weight():
+    model = _mlp()
+    opt = CLASSP(model.parameters(), lr=0.1)
+    _train(model, opt, steps=1, seed=0)
+    n_weights = sum(p.numel() for p in model.parameters())
+    assert opt.accumulator_bytes() == 4 * n_weights
+
+
+class _ForbidHostSync(TorchFunctionMode):
+    """Raise if anything in step() copies a tensor's value to the host."""
+
+    FORBIDDEN = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__,
+                 torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.cpu,
+                 torch.Tensor.numpy}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.FORBIDDEN:
+            raise AssertionError(f"host synchronisation through {func.__name__}")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("foreach", [False, True])
+def test_step_does_not_read_tensor_values_on_the_host(rule, foreach):
+    model = _mlp()
+    opt = CLASSP(model.parameters(), lr=0.1, threshold=1e-4, rule=rule, foreach=foreach,
+                 track_updates=True)
+    torch.nn.functional.cross_entropy(model(torch.randn(4, 7)), torch.tensor([0, 1, 2, 0])).backward()
+    with _ForbidHostSync():
+        opt.step()
+    # The guard itself works:
+    with pytest.raises(AssertionError, match="host synchronisation"), _ForbidHostSync():
+        bool(torch.ones(1) > 0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(lr=-0.1), "Invalid lr: -0.1; allowed: a finite number >= 0"),
+        (dict(lr=float("nan")), "Invalid lr: nan"),
+        (dict(lr="0.1"), "Invalid lr: '0.1' is not a number"),
+        (dict(threshold=-1.0), "Invalid threshold: -1.0; allowed: a finite number >= 0"),
+        (dict(threshold=float("inf")), "Invalid threshold: inf"),
+        (dict(eps=-1e-8), "Invalid eps: -1e-08; allowed: a finite number >= 0"),
+        (dict(power=0.0), "Invalid power: 0.0; allowed: a finite number > 0"),
+        (dict(power=-2.0), "Invalid power: -2.0; allowed: a finite number > 0"),
+        (dict(power=float("inf")), "Invalid power: inf"),
+        (dict(rule="paper"), "Invalid rule: 'paper'; allowed: algorithm, equation, reference-code"),
+        (dict(decay="yes"), "Invalid decay: 'yes'; allowed: True or False"),
+    ],
+)
+def test_bad_arguments_name_the_argument_and_the_allowed_range(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("+", r"\+")):
+        CLASSP([torch.nn.Parameter(torch.ones(1))], **{"lr": 0.1, **kwargs})
+
+
+def test_a_bad_setting_edited_into_a_group_is_caught_at_the_next_step():
+    p = torch.nn.Parameter(torch.ones(1))
+    opt = CLASSP([p], lr=0.1)
+    opt.param_groups[0]["threshold"] = -1
+    p.grad = torch.ones(1)
+    before = copy.deepcopy(p.detach())
+    with pytest.raises(ValueError, match="Invalid threshold"):
+        opt.step()
+    assert torch.equal(p.detach(), before)
+
+
+def test_sparse_gradients_are_refused():
+    emb = torch.nn.Embedding(5, 2, sparse=True)
+    opt = CLASSP(emb.parameters(), lr=0.1)
+    emb(torch.tensor([1])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        opt.step()
+
+
+def test_foreach_state_is_laid_out_flat_so_the_accumulator_is_updated_in_place(tmp_path):
+    from classp.optim import _as_flat
+
+    model = _mlp()
+    opt = CLASSP(model.parameters(), lr=0.1, foreach=True, track_updates=True)
+    _train(model, opt, steps=2, seed=0)
+    params = list(model.parameters())
+    for key in ("sum", "update_count"):
+        _, is_view = _as_flat([opt.state[p][key] for p in params])
+        assert is_view, key
+    torch.save(opt.state_dict(), tmp_path / "opt.pt")
+    fresh = CLASSP(model.parameters(), lr=0.1, foreach=True, track_updates=True)
+    fresh.load_state_dict(torch.load(tmp_path / "opt.pt"))
+    _, is_view = _as_flat([fresh.state[p]["sum"] for p in params])
+    assert is_view
+
+
+def test_parameters_that_skip_a_step_agree_between_paths():
+    gen = torch.Generator().manual_seed(9)
+    init = [torch.randn(5, 3, generator=gen), torch.randn(4, generator=gen)]
+    steps = [[torch.randn(5, 3, generator=gen), torch.randn(4, generator=gen)] for _ in range(6)]
+    results = []
+    for foreach in (False, True):
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        opt = CLASSP(params, lr=0.1, threshold=0.1, foreach=foreach, track_updates=True)
+        for i, grads in enumerate(steps):
+            params[0].grad = grads[0].clone()
+            params[1].grad = None if i in (0, 3) else grads[1].clone()  # joins late, skips one
+            opt.step()
+        results.append((params, opt))
+    for a, b in zip(results[0][0], results[1][0]):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(results[0][1].state[a]["sum"], results[1][1].state[b]["sum"])
+        torch.testing.assert_close(results[0][1].state[a]["update_count"],
+                                   results[1][1].state[b]["update_count"])
+
+
+def test_the_functional_form_updates_separate_tensors_in_place():
+    from classp.optim import classp as classp_functional
+
+    w = [torch.ones(3), torch.ones(2)]
+    g = [torch.full((3,), 2.0), torch.full((2,), -1.0)]
+    s = [torch.zeros(3), torch.zeros(2)]
+    classp_functional(w, g, s, lr=0.5, threshold=0.0, power=1.0, eps=0.0, decay=True,
+                      foreach=True)
+    # s = |g|, w = 1 - 0.5 * g / |g|
+    torch.testing.assert_close(s[0], torch.full((3,), 2.0))
+    torch.testing.assert_close(w[0], torch.full((3,), 0.5))
+    torch.testing.assert_close(w[1], torch.full((2,), 1.5))
