@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from classp.errors import UserError
+
 
 @dataclass(frozen=True)
 class InputShape:
@@ -90,20 +92,20 @@ class MLP(nn.Module):
 
 def _paper_cnn(inp: InputShape) -> nn.Module:
     if inp.kind != "image":
-        raise ValueError("model 'paper-cnn' needs image tasks; use 'paper-transformer' or 'mlp' for text")
+        raise UserError("model 'paper-cnn' needs image tasks; use 'paper-transformer' or 'mlp' for text")
     c, h, w = inp.shape
     return PaperCNN(c, h, w, inp.num_classes)
 
 
 def _paper_transformer(inp: InputShape) -> nn.Module:
     if inp.kind != "tokens":
-        raise ValueError("model 'paper-transformer' needs text tasks; use 'paper-cnn' or 'mlp' for images")
+        raise UserError("model 'paper-transformer' needs text tasks; use 'paper-cnn' or 'mlp' for images")
     return PaperTransformer(inp.vocab_size, inp.num_classes)
 
 
 def _mlp(inp: InputShape) -> nn.Module:
     if inp.kind != "image":
-        raise ValueError("model 'mlp' takes images; use 'paper-transformer' for text")
+        raise UserError("model 'mlp' takes images; use 'paper-transformer' for text")
     in_features = 1
     for d in inp.shape:
         in_features *= d
@@ -119,5 +121,5 @@ MODELS: dict[str, Callable[[InputShape], nn.Module]] = {
 
 def build_model(name: str, inp: InputShape) -> nn.Module:
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     return MODELS[name](inp)

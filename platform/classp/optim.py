@@ -300,18 +300,18 @@ def _single_tensor_classp(
         g = -grad if maximize else grad
         if rule == "algorithm":
             mask = g.abs() > math.sqrt(threshold)  # per weight: g^2 > threshold
-            s.add_(torch.where(mask, g.abs().pow(power), 0))
-            step = g / (s + eps).pow(1.0 / power) if decay else g
+            s.add_(torch.where(mask, _powered_(g.abs(), power), 0))
+            step = g / _root_(s + eps, power) if decay else g
         elif rule == "equation":
             mask = g.abs() > math.sqrt(threshold)  # per weight: g^2 > threshold
             step = g / (s + eps).sqrt() if decay else g  # past gradients only, square root
-            s.add_(g.abs().pow(power))  # every gradient counts, masked or not
+            s.add_(_powered_(g.abs(), power))  # every gradient counts, masked or not
         else:  # "reference-code"
             # `(grad**2).any() > threshold`: a 0-d bool compared with a float. Kept as a
             # tensor (no `if`) so that nothing synchronises with the host.
             mask = (g * g).any() > threshold  # per tensor
             s.add_(torch.where(mask, g.abs(), 0))  # |g|, the power is discarded
-            step = g / (s + eps).pow(1.0 / power) if decay else g
+            step = g / _root_(s + eps, power) if decay else g
         param.sub_(torch.where(mask, step, 0), alpha=lr)
         if counts is not None:
             counts[i].add_(mask.expand_as(param))
@@ -345,12 +345,15 @@ def _multi_tensor_classp(
         flat_count, count_is_view = (None, True)
         if device_counts is not None:
             flat_count, count_is_view = _as_flat(device_counts)
-        work, work_views, mask, mask_views = workspace.buffers(device_params)
+        # The equation rule needs s before and |g| after the step: a third buffer.
+        buffers = workspace.buffers(device_params, 3 if rule == "equation" else 2)
+        (work, work_views), (mask, mask_views) = buffers[:2]
+        spare = buffers[2][0] if rule == "equation" else None
 
         torch._foreach_copy_(work_views, device_grads)
         abs_grad = work.abs_()
         factor_views = _flat_rule(
-            abs_grad, mask, mask_views, work_views, flat_sum, flat_count,
+            abs_grad, mask, mask_views, work_views, spare, flat_sum, flat_count,
             threshold=threshold, power=power, eps=eps, decay=decay, rule=rule,
         )
         if rule == "reference-code" and device_counts is not None:
@@ -369,8 +372,8 @@ def _multi_tensor_classp(
             torch._foreach_copy_(device_counts, _unflatten_dense_tensors(flat_count, device_counts))
 
 
-def _flat_rule(abs_grad, mask, mask_views, work_views, s, count, *, threshold, power, eps,
-               decay, rule):
+def _flat_rule(abs_grad, mask, mask_views, work_views, spare, s, count, *, threshold, power,
+               eps, decay, rule):
     """Update the flat accumulator ``s`` (and ``count``) in place from ``abs_grad`` (|g|,
     in the work buffer) and return views of the factor f of the step
     w <- w - lr * g * f, or ``None`` for f = 1 everywhere."""
@@ -403,7 +406,7 @@ def _flat_rule(abs_grad, mask, mask_views, work_views, s, count, *, threshold, p
             return mask_views if masked else None
         denom = _root_(torch.add(s, eps, out=work), power)
     else:  # "equation": past gradients only, a square root whatever the power
-        denom = torch.add(s, eps).sqrt_() if decay else None
+        denom = torch.add(s, eps, out=spare).sqrt_() if decay else None
         s.add_(_powered_(abs_grad, power))  # every gradient counts, masked or not
         if not decay:
             return mask_views if masked else None
@@ -418,23 +421,26 @@ def _flat_rule(abs_grad, mask, mask_views, work_views, s, count, *, threshold, p
 class _Workspace:
     """Flat scratch memory for the multi-tensor path, kept between steps so that the hot
     loop allocates nothing (on a CPU a fresh multi-megabyte buffer costs page faults every
-    step): two buffers, each with views shaped like the parameters. Costs two floats per
-    weight while the optimizer lives; it is not optimizer state (not in state_dict)."""
+    step): two buffers (three for the equation rule), each with views shaped like the
+    parameters. Costs two or three floats per weight while the optimizer lives; it is not
+    optimizer state (not in state_dict)."""
 
     _MAX_LAYOUTS = 4  # a different set of parameters with gradients gets its own entry
 
     def __init__(self) -> None:
         self._layouts: dict[tuple, tuple] = {}
 
-    def buffers(self, params: list[Tensor]):
-        key = tuple(map(id, params))
+    def buffers(self, params: list[Tensor], n: int = 2) -> list[tuple[Tensor, list[Tensor]]]:
+        """`n` flat buffers, each with its views shaped like `params`."""
+        key = (n, *map(id, params))
         found = self._layouts.get(key)
         if found is None:
             total = sum(p.numel() for p in params)
-            flat = torch.empty(2 * total, device=params[0].device, dtype=params[0].dtype)
-            work, mask = flat[:total], flat[total:]
-            found = (work, _unflatten_dense_tensors(work, params),
-                     mask, _unflatten_dense_tensors(mask, params))
+            flat = torch.empty(n * total, device=params[0].device, dtype=params[0].dtype)
+            found = []
+            for i in range(n):
+                part = flat[i * total:(i + 1) * total]
+                found.append((part, _unflatten_dense_tensors(part, params)))
             if len(self._layouts) >= self._MAX_LAYOUTS:
                 self._layouts.pop(next(iter(self._layouts)))
             self._layouts[key] = found

@@ -1,0 +1,176 @@
+"""The `classp` command.
+
+Bad input ends in one line on stderr (`classp: error: ...`) and exit status 2, never a
+traceback: every check raises `UserError`, and argparse's own errors are reshaped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from classp.errors import UserError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print the usage too: keep one line
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
+def _parse_value(text: str) -> Any:
+    """`--param key=value`: numbers, true/false and strings."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+METHOD_FLAGS = {  # flag -> method parameter
+    "lr": float, "threshold": float, "power": float, "eps": float, "rule": str,
+    "schedule": str, "ewc_lambda": float, "fisher": str, "mode": str, "gamma": float,
+    "c": float, "momentum": float,
+}
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sequence", default="split-digits", help="task sequence (see `classp list`)")
+    p.add_argument("--method", default="classp", help="method (see `classp list`)")
+    p.add_argument("--model", default=None, help="model (default: the sequence's own)")
+    for flag, kind in METHOD_FLAGS.items():
+        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, default=None,
+                       help=argparse.SUPPRESS if flag in ("momentum", "gamma") else None)
+    p.add_argument("--decay", dest="decay", action=argparse.BooleanOptionalAction, default=None,
+                   help="CLASSP: divide steps by the accumulated adjustment")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other method parameter")
+    p.add_argument("--epochs", type=int, nargs="+", default=None, help="one, or one per task")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--data-dir", default=None, help="data folder (default: $CLASSP_DATA)")
+    p.add_argument("--download", action="store_true", help="download missing data")
+    p.add_argument("--subsample", type=float, default=1.0, help="keep this fraction of each split")
+    p.add_argument("--tasks", dest="num_tasks", type=int, default=None,
+                   help="number of tasks of a permuted sequence")
+    p.add_argument("--eval-train", action=argparse.BooleanOptionalAction, default=None,
+                   help="also evaluate on the training sets (the paper's protocol does)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _method_params(args) -> dict[str, Any]:
+    params = {k: getattr(args, k) for k in METHOD_FLAGS if getattr(args, k) is not None}
+    if args.decay is not None:
+        params["decay"] = args.decay
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--param takes KEY=VALUE, got {item!r}")
+        params[key.replace("-", "_")] = _parse_value(value)
+    return params
+
+
+def _cmd_run(args) -> int:
+    from classp.engine import RunConfig, run
+
+    config = RunConfig(
+        sequence=args.sequence, method=args.method, method_params=_method_params(args),
+        model=args.model, epochs=tuple(args.epochs) if args.epochs else None,
+        batch_size=args.batch_size, shuffle=args.shuffle, seed=args.seed, device=args.device,
+        data_dir=args.data_dir, download=args.download, subsample=args.subsample,
+        num_tasks=args.num_tasks, eval_train=args.eval_train,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    _check_names(config)
+    result = run(config)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(result), default=str, indent=2))
+    else:
+        print(format_result(result))
+    return 0 if result.status == "finished" else 1
+
+
+def _check_names(config) -> None:
+    """Fail on unknown names before any data is loaded."""
+    from classp.data import check_sequence_name
+    from classp.methods import build_method
+    from classp.models import MODELS
+
+    check_sequence_name(config.sequence)
+    build_method(config.method, config.method_params)
+    if config.model is not None and config.model not in MODELS:
+        raise UserError(f"unknown model {config.model!r}; choose one of: {', '.join(MODELS)}")
+
+
+def format_result(result) -> str:
+    lines = [f"{result.config.method} on {result.config.sequence}: {result.status}, "
+             f"{result.steps} steps, {result.seconds:.1f} s, {result.num_parameters:,} parameters, "
+             f"state kept across tasks {result.state_bytes:,} bytes"]
+    lines += [f"note: {n}" for n in result.notes]
+    if result.diverged_at:
+        lines.append(f"diverged: non-finite loss at step {result.diverged_at['step']} "
+                     f"(task {result.diverged_at['task'] + 1})")
+    names = result.task_names
+    for split, R in result.accuracy.items():
+        lines.append(f"\naccuracy on the {split} split (row: after training task; column: task)")
+        labels = ["untrained"] + [f"{i}:{n}" for i, n in enumerate(names, 1)]
+        width = max(map(len, labels)) + 1
+        lines.append(" " * width + "".join(f"{n:>12}" for n in names))
+        for label, row in zip(labels, R):
+            lines.append(f"{label:<{width}}" + "".join(f"{a:>12.4f}" for a in row))
+        if split in result.metrics:
+            m = result.metrics[split]
+            lines.append("  " + "  ".join(f"{k}={m[k]:+.4f}" for k in ("acc", "bwt", "forgetting", "fwt")))
+    return "\n".join(lines)
+
+
+def _cmd_list(args) -> int:
+    from classp.data import SEQUENCES
+    from classp.methods import METHODS
+    from classp.models import MODELS
+
+    print("sequences: " + ", ".join(SEQUENCES))
+    print("methods:   " + ", ".join(METHODS))
+    for name, cls in METHODS.items():
+        print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in cls.defaults.items()))
+    print("models:    " + ", ".join(MODELS))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="classp", description="Continual-learning research platform for CLASSP.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p_run = sub.add_parser("run", help="train one method through one task sequence")
+    _add_run_arguments(p_run)
+    p_run.set_defaults(func=_cmd_run)
+    p_list = sub.add_parser("list", help="name the sequences, methods and models")
+    p_list.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UserError as exc:
+        print(f"classp: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("classp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Task sequences by name: `load_sequence("split-digits", DataOptions())`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from classp.data.base import Protocol, Split, Task, TaskSequence, carve_validation
+from classp.data.base import permuted_tasks, split_by_classes, subsample_task
+from classp.errors import UserError
+from classp.models import InputShape
+
+__all__ = ["SEQUENCES", "DataOptions", "Split", "Task", "TaskSequence", "load_sequence",
+           "default_data_dir"]
+
+PAIRS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("CLASSP_DATA") or Path.home() / ".cache" / "classp" / "data")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    data_dir: Path | None = None  # None: $CLASSP_DATA or ~/.cache/classp/data
+    download: bool = False
+    num_tasks: int | None = None  # permuted sequences: how many tasks (default 5)
+    val_fraction: float = 0.1
+    subsample: float = 1.0  # keep this fraction of every split (quick runs on a CPU)
+    fpb_source: str = "takala/financial_phrasebank:sentences_50agree"
+    imdb_source: str = "stanfordnlp/imdb"
+
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir) if self.data_dir else default_data_dir()
+
+
+def _vision_task(name: str, label: str, opts: DataOptions) -> Task:
+    from classp.data.vision import load_torchvision
+
+    train_x, train_y, test_x, test_y = load_torchvision(name, opts.root, opts.download)
+    train, val = carve_validation(train_x, train_y, opts.val_fraction)
+    return Task(label, train, val, Split(test_x, test_y))
+
+
+def _image_input(task: Task, num_classes: int = 10) -> InputShape:
+    return InputShape("image", tuple(task.train.x.shape[1:]), num_classes)
+
+
+def _mnist_fmnist(opts: DataOptions) -> TaskSequence:
+    tasks = [_vision_task("MNIST", "mnist", opts), _vision_task("FashionMNIST", "fmnist", opts)]
+    protocol = Protocol(epochs=(4, 1), batch_size=32, shuffle=False, model="paper-cnn",
+                        eval_train=True)
+    return TaskSequence("mnist-fmnist", tasks, _image_input(tasks[0]), protocol)
+
+
+def _split(dataset: str, label: str, opts: DataOptions) -> TaskSequence:
+    tasks = split_by_classes(_vision_task(dataset, label, opts), PAIRS, prefix=f"{label}-")
+    return TaskSequence(f"split-{label}", tasks, _image_input(tasks[0]),
+                        Protocol(epochs=(1,) * len(tasks), model="mlp"))
+
+
+def _permuted(dataset: str, label: str, opts: DataOptions) -> TaskSequence:
+    n = opts.num_tasks or 5
+    tasks = permuted_tasks(_vision_task(dataset, label, opts), n, prefix=f"{label}-p")
+    return TaskSequence(f"permuted-{label}", tasks, _image_input(tasks[0]),
+                        Protocol(epochs=(1,) * n, model="mlp"))
+
+
+def _split_digits(opts: DataOptions) -> TaskSequence:
+    from classp.data.digits import load_digits_task
+
+    tasks = split_by_classes(load_digits_task(), PAIRS, prefix="digits-")
+    return TaskSequence("split-digits", tasks, _image_input(tasks[0]),
+                        Protocol(epochs=(5,) * len(tasks), batch_size=32, model="mlp"))
+
+
+def _permuted_digits(opts: DataOptions) -> TaskSequence:
+    from classp.data.digits import load_digits_task
+
+    n = opts.num_tasks or 5
+    tasks = permuted_tasks(load_digits_task(), n, prefix="digits-p")
+    return TaskSequence("permuted-digits", tasks, _image_input(tasks[0]),
+                        Protocol(epochs=(3,) * n, batch_size=32, model="mlp"))
+
+
+def _fpb_imdb(opts: DataOptions) -> TaskSequence:
+    from classp.data.text import TextSource, load_text_tasks
+
+    sources = [TextSource("fpb", _local_or(opts, "financial_phrasebank", opts.fpb_source)),
+               TextSource("imdb", _local_or(opts, "imdb", opts.imdb_source))]
+    tasks, vocab_size = load_text_tasks(sources, opts.val_fraction)
+    inp = InputShape("tokens", (tasks[0].train.x.shape[1],), 3, vocab_size)
+    protocol = Protocol(epochs=(1, 1), batch_size=32, shuffle=False, model="paper-transformer",
+                        eval_train=True)
+    return TaskSequence("fpb-imdb", tasks, inp, protocol)
+
+
+def _local_or(opts: DataOptions, stem: str, default: str) -> str:
+    """A local `<data-dir>/<stem>.{csv,parquet,jsonl}` wins over the dataset id."""
+    for suffix in (".csv", ".parquet", ".jsonl"):
+        candidate = opts.root / f"{stem}{suffix}"
+        if candidate.exists():
+            return str(candidate)
+    return default
+
+
+SEQUENCES: dict[str, Callable[[DataOptions], TaskSequence]] = {
+    "mnist-fmnist": _mnist_fmnist,
+    "fpb-imdb": _fpb_imdb,
+    "split-mnist": lambda o: _split("MNIST", "mnist", o),
+    "permuted-mnist": lambda o: _permuted("MNIST", "mnist", o),
+    "split-fmnist": lambda o: _split("FashionMNIST", "fmnist", o),
+    "permuted-fmnist": lambda o: _permuted("FashionMNIST", "fmnist", o),
+    "split-digits": _split_digits,
+    "permuted-digits": _permuted_digits,
+}
+
+
+def check_sequence_name(name: str) -> None:
+    if name not in SEQUENCES:
+        raise UserError(f"unknown sequence {name!r}; choose one of: {', '.join(SEQUENCES)}")
+
+
+def load_sequence(name: str, opts: DataOptions | None = None) -> TaskSequence:
+    check_sequence_name(name)
+    opts = opts or DataOptions()
+    if not 0 < opts.subsample <= 1:
+        raise UserError(f"subsample must be in (0, 1], got {opts.subsample}")
+    if opts.num_tasks is not None and opts.num_tasks < 1:
+        raise UserError(f"the number of tasks must be at least 1, got {opts.num_tasks}")
+    sequence = SEQUENCES[name](opts)
+    if opts.subsample < 1:
+        sequence.tasks = [subsample_task(t, opts.subsample) for t in sequence.tasks]
+        sequence.notes.append(f"subsampled to {opts.subsample:g} of every split")
+    return sequence

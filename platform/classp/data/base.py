@@ -1,0 +1,121 @@
+"""What a task sequence is: tasks with train, validation and test splits, held as tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from classp.models import InputShape
+
+
+@dataclass
+class Split:
+    """Inputs and labels of one split, preloaded: batches are index slices, not a DataLoader."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def to(self, device) -> Split:
+        return Split(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True))
+
+    def subset(self, index: Tensor) -> Split:
+        return Split(self.x[index], self.y[index])
+
+
+@dataclass
+class Task:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+
+    def split(self, name: str) -> Split:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def to(self, device) -> Task:
+        return Task(self.name, self.train.to(device), self.val.to(device), self.test.to(device))
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a sequence is trained by default (overridable per run)."""
+
+    epochs: tuple[int, ...]  # per task
+    batch_size: int = 32
+    shuffle: bool = True
+    model: str = "mlp"
+    eval_train: bool = False  # the paper evaluates on the training sets
+
+
+@dataclass
+class TaskSequence:
+    name: str
+    tasks: list[Task]
+    input: InputShape
+    protocol: Protocol
+    notes: list[str] = field(default_factory=list)  # e.g. "MNIST train stands in ..."
+
+    def to(self, device) -> TaskSequence:
+        return TaskSequence(self.name, [t.to(device) for t in self.tasks], self.input,
+                            self.protocol, self.notes)
+
+
+def carve_validation(x: Tensor, y: Tensor, fraction: float, seed: int = 0) -> tuple[Split, Split]:
+    """Split a training set into train and validation with a fixed permutation, so every
+    run and every trial sees the same validation set."""
+    n = int(y.shape[0])
+    n_val = max(1, int(round(n * fraction)))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val, train = order[:n_val], order[n_val:]
+    return Split(x[train], y[train]), Split(x[val], y[val])
+
+
+def subsample_split(split: Split, fraction: float, seed: int = 0) -> Split:
+    """The first `fraction` of a fixed permutation (at least one sample)."""
+    if fraction >= 1.0:
+        return split
+    n = len(split)
+    keep = max(1, int(round(n * fraction)))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:keep]
+    return split.subset(order.sort().values)  # keep the original order (no-shuffle protocols)
+
+
+def subsample_task(task: Task, fraction: float) -> Task:
+    return Task(task.name, subsample_split(task.train, fraction),
+                subsample_split(task.val, fraction), subsample_split(task.test, fraction))
+
+
+def split_by_classes(task: Task, groups: list[tuple[int, ...]], prefix: str) -> list[Task]:
+    """One task per group of classes (labels are kept: one shared head, class-incremental)."""
+    out = []
+    for group in groups:
+        wanted = torch.tensor(group)
+
+        def pick(split: Split) -> Split:
+            return split.subset(torch.isin(split.y, wanted).nonzero().squeeze(1))
+
+        out.append(Task(f"{prefix}{''.join(map(str, group))}", pick(task.train),
+                        pick(task.val), pick(task.test)))
+    return out
+
+
+def permuted_tasks(task: Task, n_tasks: int, prefix: str, seed: int = 0) -> list[Task]:
+    """Task 1 is the original; task k > 1 applies a fixed pixel permutation to every image."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(n_tasks):
+        n_pixels = task.train.x[0].numel()
+        perm = torch.arange(n_pixels) if k == 0 else torch.randperm(n_pixels, generator=gen)
+
+        def permute(split: Split, perm=perm) -> Split:
+            flat = split.x.reshape(len(split), -1)[:, perm]
+            return Split(flat.reshape(split.x.shape), split.y)
+
+        out.append(Task(f"{prefix}{k + 1}", permute(task.train), permute(task.val),
+                        permute(task.test)))
+    return out

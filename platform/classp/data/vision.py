@@ -1,0 +1,80 @@
+"""MNIST and Fashion-MNIST through torchvision, preloaded as normalised tensors.
+
+torchvision's datasets look for the uncompressed files `<root>/<Name>/raw/<file>`; gzipped
+copies there or in a known system folder (Debian's `dataset-fashion-mnist` package puts
+the real Fashion-MNIST in /usr/share/datasets/fashion-mnist) are unpacked into place
+first, so no download is needed when the data is on the machine.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from classp.errors import UserError
+
+# The paper normalises both MNIST and Fashion-MNIST with MNIST's statistics.
+MEAN, STD = 0.1307, 0.3081
+
+RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+SYSTEM_DIRS = {
+    "MNIST": [Path("/usr/share/datasets/mnist")],
+    "FashionMNIST": [Path("/usr/share/datasets/fashion-mnist")],
+}
+
+
+def _stage_raw_files(name: str, raw: Path) -> None:
+    """Unpack `<file>.gz` into `raw/<file>` wherever the uncompressed file is missing."""
+    for filename in RAW_FILES:
+        target = raw / filename
+        if target.exists():
+            continue
+        for folder in [raw, *SYSTEM_DIRS.get(name, [])]:
+            packed = folder / f"{filename}.gz"
+            if packed.exists():
+                raw.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_suffix(".part")
+                with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                tmp.rename(target)  # never leave a half-written file under the real name
+                break
+
+
+def missing_files_message(name: str, root: Path) -> str:
+    raw = root / name / "raw"
+    where = ", ".join(str(d) for d in SYSTEM_DIRS.get(name, []))
+    return (
+        f"{name} not found: expected {', '.join(RAW_FILES)} (or the same names with .gz) in "
+        f"{raw}/" + (f" or in {where}" if where else "")
+        + "; put the files there, pass --data-dir, or add --download on a machine with internet"
+    )
+
+
+def normalise(images: Tensor) -> Tensor:
+    """uint8 (N, H, W) -> float32 (N, 1, H, W), standardised with MNIST's mean and std."""
+    return ((images.float() / 255.0 - MEAN) / STD).unsqueeze(1)
+
+
+def load_torchvision(name: str, root: Path, download: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Return (train_x, train_y, test_x, test_y) of MNIST or FashionMNIST."""
+    from torchvision import datasets
+
+    cls = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST}[name]
+    _stage_raw_files(name, root / name / "raw")
+    try:
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=download)
+    except RuntimeError as exc:  # "Dataset not found" or a failed download
+        detail = "" if "not found" in str(exc) else f" (download failed: {str(exc).splitlines()[0]})"
+        raise UserError(missing_files_message(name, root) + detail) from None
+    return normalise(train.data), train.targets.long(), normalise(test.data), test.targets.long()

@@ -1,0 +1,326 @@
+"""The training loop over tasks: one readable top-down function, `run(config, observers)`.
+
+The engine knows nothing of Optuna or MLflow. Observers receive events (run start, every
+`log_every` steps, task end, run end) and may stop the run by raising `StopRun`
+(the study's pruner does).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch.nn import functional as F
+
+from classp import metrics
+from classp.data import DataOptions, Task, TaskSequence, load_sequence
+from classp.data.base import Split
+from classp.errors import UserError
+from classp.methods import build_method
+from classp.methods.base import Method
+from classp.models import build_model
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run. Flattened to a dict for logging (`flat()`)."""
+
+    sequence: str = "split-digits"
+    method: str = "classp"
+    method_params: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None  # None: the sequence's own model
+    epochs: tuple[int, ...] | int | None = None  # per task, or one for all; None: protocol
+    batch_size: int | None = None
+    shuffle: bool | None = None
+    seed: int = 0
+    device: str = "auto"
+    eval_splits: tuple[str, ...] = ("val", "test")
+    eval_train: bool | None = None  # None: as the sequence's protocol says (the paper: yes)
+    eval_batch_size: int = 1024
+    log_every: int = 25
+    track_updates: bool = False  # CLASSP per-weight update counts, for sparsity histograms
+    progress: bool = False
+    data_dir: str | None = None
+    download: bool = False
+    subsample: float = 1.0
+    num_tasks: int | None = None
+
+    def flat(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "method_params"}
+        out.update({f"method.{k}": v for k, v in self.method_params.items()})
+        return out
+
+
+@dataclass
+class Result:
+    config: RunConfig
+    status: str  # "finished", "diverged" or "stopped"
+    task_names: list[str]
+    accuracy: dict[str, list[list[float]]]  # split -> R, (T+1) x T
+    metrics: dict[str, dict[str, float]]  # split -> metrics.summary(R)
+    state_bytes: int
+    steps: int
+    seconds: float
+    diverged_at: dict[str, int] | None = None  # {"step": ..., "task": ...}
+    notes: list[str] = field(default_factory=list)
+    num_parameters: int = 0
+
+
+@dataclass
+class StepEvent:
+    step: int  # global step, 1-based
+    task: int  # 0-based
+    epoch: int
+    loss: float  # mean training loss over the steps since the last event
+    accuracy: float  # mean training-batch accuracy over the same steps
+    steps_in_window: int
+    optimizer: torch.optim.Optimizer
+    model: torch.nn.Module
+
+
+@dataclass
+class TaskEndEvent:
+    task: int
+    task_name: str
+    step: int
+    accuracy: dict[str, list[float]]  # split -> accuracy on every task after this one
+    optimizer: torch.optim.Optimizer
+    model: torch.nn.Module
+
+
+class Observer(Protocol):
+    def on_run_start(self, config: RunConfig, sequence: TaskSequence, model, method) -> None: ...
+    def on_step(self, event: StepEvent) -> None: ...
+    def on_task_end(self, event: TaskEndEvent) -> None: ...
+    def on_run_end(self, result: Result) -> None: ...
+
+
+class StopRun(Exception):
+    """Raised by an observer to end the run early (e.g. a pruned trial)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' asked for but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def epochs_per_task(config: RunConfig, sequence: TaskSequence) -> list[int]:
+    T = len(sequence.tasks)
+    epochs = config.epochs if config.epochs is not None else sequence.protocol.epochs
+    if isinstance(epochs, int):
+        epochs = (epochs,) * T
+    epochs = list(epochs)
+    if len(epochs) == 1:
+        epochs = epochs * T
+    if len(epochs) != T:
+        raise UserError(f"{len(epochs)} epoch counts given for {T} tasks; give one, or one per task")
+    if any((not isinstance(e, int)) or e < 1 for e in epochs):
+        raise UserError(f"epochs must be positive integers, got {epochs}")
+    return epochs
+
+
+def check_config(config: RunConfig) -> None:
+    """Checks that need no data, so that bad input fails before anything loads."""
+    if config.batch_size is not None and (not isinstance(config.batch_size, int) or config.batch_size < 1):
+        raise UserError(f"batch size must be a positive integer, got {config.batch_size}")
+    if config.epochs is not None:
+        values = [config.epochs] if isinstance(config.epochs, int) else list(config.epochs)
+        if not values or any((not isinstance(e, int)) or e < 1 for e in values):
+            raise UserError(f"epochs must be positive integers, got {config.epochs}")
+    if config.log_every < 1:
+        raise UserError(f"log_every must be a positive integer, got {config.log_every}")
+    for split in config.eval_splits:
+        if split not in SPLITS:
+            raise UserError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+
+
+@torch.no_grad()
+def evaluate(model, split: Split, batch_size: int) -> float:
+    """Accuracy of `model` on a split: one host sync for the whole split."""
+    if len(split) == 0:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=split.y.device)
+    for start in range(0, len(split), batch_size):
+        logits = model(split.x[start:start + batch_size])
+        correct += (logits.argmax(1) == split.y[start:start + batch_size]).sum()
+    model.train(was_training)
+    return correct.item() / len(split)
+
+
+def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequence | None = None) -> Result:
+    """Train one model through the task sequence and return what it remembers."""
+    started = time.perf_counter()
+    check_config(config)
+    method: Method = build_method(config.method, config.method_params)
+    device = resolve_device(config.device)
+
+    # 1. Data: loaded once, as tensors on the run's device; batches are index slices.
+    if sequence is None:
+        sequence = load_sequence(config.sequence, DataOptions(
+            data_dir=Path(config.data_dir) if config.data_dir else None, download=config.download,
+            subsample=config.subsample, num_tasks=config.num_tasks))
+    sequence = sequence.to(device)
+    tasks = sequence.tasks
+    epochs = epochs_per_task(config, sequence)
+    batch_size = config.batch_size or sequence.protocol.batch_size
+    shuffle = sequence.protocol.shuffle if config.shuffle is None else config.shuffle
+    eval_train = sequence.protocol.eval_train if config.eval_train is None else config.eval_train
+    splits = list(config.eval_splits) + (["train"] if eval_train and "train" not in config.eval_splits else [])
+
+    # 2. Model and method, seeded: the same config gives the same run on a CPU.
+    torch.manual_seed(config.seed)
+    model = build_model(config.model or sequence.protocol.model, sequence.input).to(device)
+    if hasattr(method, "track_updates"):
+        method.track_updates = config.track_updates
+    optimizer = method.optimizer([p for p in model.parameters() if p.requires_grad])
+    shuffler = torch.Generator(device="cpu").manual_seed(config.seed)
+    for obs in observers:
+        obs.on_run_start(config, sequence, model, method)
+
+    # 3. R[0]: every task before any training.
+    R = {s: [[evaluate(model, t.split(s), config.eval_batch_size) for t in tasks]] for s in splits}
+
+    status, diverged_at, step = "finished", None, 0
+    progress = _progress_bar(config, sum(
+        e * math.ceil(_train_size(tasks, k, method) / batch_size) for k, e in enumerate(epochs)))
+    # Running sums stay on the device; the host reads them once per log window.
+    window_loss = torch.zeros((), device=device)
+    window_correct = torch.zeros((), device=device)
+    window_seen = 0
+    window_steps = 0
+    first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    try:
+        for k, task in enumerate(tasks):
+            # 4. Train task k (with the union of tasks so far for joint training).
+            method.begin_task(k, model, optimizer)
+            train = _joint_split(tasks[: k + 1]) if method.joint else task.train
+            model.train()
+            for epoch in range(epochs[k]):
+                order = (torch.randperm(len(train), generator=shuffler).to(device)
+                         if shuffle else None)
+                for start in range(0, len(train), batch_size):
+                    if order is None:
+                        x, y = train.x[start:start + batch_size], train.y[start:start + batch_size]
+                    else:
+                        index = order[start:start + batch_size]
+                        x, y = train.x[index], train.y[index]
+                    step += 1
+                    logits = model(x)
+                    loss = F.cross_entropy(logits, y)
+                    penalty = method.penalty(model)
+                    total = loss if penalty is None else loss + penalty
+                    optimizer.zero_grad(set_to_none=True)
+                    total.backward()
+                    optimizer.step()
+                    method.after_step(model)
+
+                    # Bookkeeping without host syncs: the first non-finite step is kept on
+                    # the device and read at the end of the window.
+                    detached = total.detach()
+                    bad = ~torch.isfinite(detached)
+                    first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
+                    window_loss += loss.detach()
+                    window_correct += (logits.detach().argmax(1) == y).sum()
+                    window_seen += len(y)
+                    window_steps += 1
+                    if window_steps == config.log_every:
+                        bad_step = _end_window(observers, step, k, epoch, window_loss, window_correct,
+                                               window_seen, window_steps, first_bad_step,
+                                               optimizer, model, progress)
+                        window_loss.zero_(), window_correct.zero_()
+                        window_seen = window_steps = 0
+                        if bad_step >= 0:
+                            raise _Diverged(bad_step, k)
+            if window_steps:
+                bad_step = _end_window(observers, step, k, epochs[k] - 1, window_loss,
+                                       window_correct, window_seen, window_steps, first_bad_step,
+                                       optimizer, model, progress)
+                window_loss.zero_(), window_correct.zero_()
+                window_seen = window_steps = 0
+                if bad_step >= 0:
+                    raise _Diverged(bad_step, k)
+
+            # 5. The method's end of task (EWC's Fisher, SI's importance), then evaluate every
+            #    task: row k+1 of R.
+            method.end_task(k, model, task.train.x, task.train.y)
+            row = {s: [evaluate(model, t.split(s), config.eval_batch_size) for t in tasks] for s in splits}
+            for s in splits:
+                R[s].append(row[s])
+            for obs in observers:
+                obs.on_task_end(TaskEndEvent(k, task.name, step, row, optimizer, model))
+    except _Diverged as d:
+        status, diverged_at = "diverged", {"step": d.step, "task": d.task}
+    except StopRun:
+        status = "stopped"
+    finally:
+        if progress is not None:
+            progress.close()
+
+    # 6. The result: R per split and the metrics of each (only for a complete matrix).
+    complete = {s: m for s, m in R.items() if len(m) == len(tasks) + 1}
+    result = Result(
+        config=config, status=status, task_names=[t.name for t in tasks], accuracy=R,
+        metrics={s: metrics.summary(m) for s, m in complete.items()},
+        state_bytes=method.state_bytes(optimizer), steps=step,
+        seconds=time.perf_counter() - started, diverged_at=diverged_at, notes=list(sequence.notes),
+        num_parameters=sum(p.numel() for p in model.parameters()),
+    )
+    for obs in observers:
+        obs.on_run_end(result)
+    return result
+
+
+class _Diverged(Exception):
+    def __init__(self, step: int, task: int):
+        super().__init__(f"non-finite loss at step {step}")
+        self.step, self.task = step, task
+
+
+def _end_window(observers, step, task, epoch, loss_sum, correct, seen, steps, first_bad_step,
+                optimizer, model, progress) -> int:
+    """Read the window's sums (one host sync), tell the observers; return the first
+    non-finite step so far, or -1."""
+    values = torch.stack([loss_sum, correct.to(loss_sum.dtype), first_bad_step.to(loss_sum.dtype)])
+    mean_loss_sum, correct_count, bad = values.tolist()
+    if progress is not None:
+        progress.update(steps)
+        progress.set_postfix(task=task + 1, loss=f"{mean_loss_sum / steps:.4f}", refresh=False)
+    if bad >= 0:
+        return int(bad)
+    event = StepEvent(step, task, epoch, mean_loss_sum / steps, correct_count / seen, steps,
+                      optimizer, model)
+    for obs in observers:
+        obs.on_step(event)
+    return -1
+
+
+def _joint_split(tasks: list[Task]) -> Split:
+    return Split(torch.cat([t.train.x for t in tasks]), torch.cat([t.train.y for t in tasks]))
+
+
+def _train_size(tasks: list[Task], k: int, method: Method) -> int:
+    return sum(len(t.train) for t in tasks[: k + 1]) if method.joint else len(tasks[k].train)
+
+
+def _progress_bar(config: RunConfig, total_steps: int):
+    if not config.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total_steps, unit="step", desc=f"{config.method} on {config.sequence}",
+                leave=False, dynamic_ncols=True)

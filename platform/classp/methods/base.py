@@ -1,0 +1,73 @@
+"""What a continual-learning method is: an optimizer and a few hooks.
+
+The engine calls, in order: `optimizer(params)` once per run (so optimizer state, such
+as CLASSP's accumulator, lives across tasks); per task `begin_task`, then per step
+`penalty` (added to the loss) and `after_step`; and `end_task` with the task's training
+data. Each method reports the bytes of state it keeps across tasks, measured from its
+tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from classp.errors import UserError
+
+
+def tensor_bytes(tensors: Iterable[Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class Method:
+    name: ClassVar[str]
+    #: hyper-parameters and their defaults; anything else given is an error
+    defaults: ClassVar[Mapping[str, Any]]
+    #: train on the union of tasks seen so far instead of the current task alone
+    joint: ClassVar[bool] = False
+
+    def __init__(self, **params: Any):
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise UserError(f"method {self.name!r} has no parameter {unknown[0]!r}; its "
+                            f"parameters are: {', '.join(self.defaults)}")
+        self.params = {**self.defaults, **params}
+        lr = self.params.get("lr")
+        if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
+            raise UserError(f"lr must be a positive number, got {lr!r}")
+
+    # -- hooks --------------------------------------------------------------------------
+    def optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+    def begin_task(self, task_index: int, model: nn.Module, optimizer) -> None:
+        """Called before training task `task_index` (0-based)."""
+
+    def penalty(self, model: nn.Module) -> Tensor | None:
+        """A regulariser added to the task loss, or None."""
+        return None
+
+    def after_step(self, model: nn.Module) -> None:
+        """Called after each optimizer step, gradients still in `.grad`."""
+
+    def end_task(self, task_index: int, model: nn.Module, train_x: Tensor, train_y: Tensor) -> None:
+        """Called after training task `task_index`, with its training data."""
+
+    # -- reporting ----------------------------------------------------------------------
+    def own_tensors(self) -> list[Tensor]:
+        """Tensors the method itself keeps across tasks (besides the optimizer's)."""
+        return []
+
+    def state_bytes(self, optimizer) -> int:
+        """Bytes kept across tasks: the optimizer's state tensors (CLASSP's update counts are
+        instrumentation, not method state) plus the method's own tensors."""
+        kept = [
+            value
+            for state in optimizer.state.values()
+            for key, value in state.items()
+            if isinstance(value, Tensor) and key not in ("update_count", "step")
+        ]
+        return tensor_bytes(kept) + tensor_bytes(self.own_tensors())

@@ -1,0 +1,69 @@
+"""Synaptic Intelligence (Zenke, Poole and Ganguli 2017).
+
+During a task each weight's contribution to the loss decrease is integrated along the
+trajectory, W += -g * (w_new - w_old) after every step. At the task's end the importance
+grows by omega += W / ((w_end - w_start)^2 + xi); later tasks add
+c * sum_i omega_i (w_i - w_start_i)^2 with w_start the weights at the last task's end.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from classp.errors import UserError
+from classp.methods.base import Method
+
+
+class SI(Method):
+    name = "si"
+    defaults = {"lr": 0.01, "c": 0.1, "xi": 1e-3}
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        if self.params["c"] < 0 or self.params["xi"] <= 0:
+            raise UserError("SI needs c >= 0 and xi > 0")
+        self.omega: list[torch.Tensor] = []
+        self.anchor: list[torch.Tensor] = []  # weights at the start of the current task
+        self.path: list[torch.Tensor] = []  # W, the running path integral
+        self.previous: list[torch.Tensor] = []  # weights before the last step
+        self.tasks_done = 0
+
+    def optimizer(self, params):
+        return torch.optim.SGD(params, lr=self.params["lr"])
+
+    @staticmethod
+    def _params(model):
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def begin_task(self, task_index, model, optimizer):
+        params = self._params(model)
+        if not self.omega:
+            self.omega = [torch.zeros_like(p) for p in params]
+        self.anchor = [p.detach().clone() for p in params]
+        self.previous = [p.detach().clone() for p in params]
+        self.path = [torch.zeros_like(p) for p in params]
+
+    def penalty(self, model):
+        if self.tasks_done == 0:  # omega is still all zeros
+            return None
+        total = sum((o * (p - a).pow(2)).sum()
+                    for o, p, a in zip(self.omega, self._params(model), self.anchor))
+        return self.params["c"] * total
+
+    @torch.no_grad()
+    def after_step(self, model):
+        params = self._params(model)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        delta = torch._foreach_sub([p.detach() for p in params], self.previous)
+        torch._foreach_addcmul_(self.path, grads, delta, value=-1.0)  # W += -g * dw
+        torch._foreach_copy_(self.previous, [p.detach() for p in params])
+
+    @torch.no_grad()
+    def end_task(self, task_index, model, train_x, train_y):
+        for o, w, p, a in zip(self.omega, self.path, self._params(model), self.anchor):
+            o.add_(w / ((p.detach() - a).pow(2) + self.params["xi"]))
+        self.anchor = [p.detach().clone() for p in self._params(model)]
+        self.tasks_done += 1
+
+    def own_tensors(self):
+        return [*self.omega, *self.anchor, *self.path, *self.previous]

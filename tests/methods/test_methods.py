@@ -1,0 +1,186 @@
+"""The methods' own behaviour: CLASSP keeps state, EWC anchors, SI accumulates, memory is measured."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from classp.data import load_sequence
+from classp.engine import RunConfig, run
+from classp.errors import UserError
+from classp.methods import build_method
+from classp.methods.ewc import EWC
+
+
+class Recorder:
+    """An observer that keeps what it is told at the end of each task."""
+
+    def __init__(self, grab):
+        self.grab, self.seen = grab, []
+
+    def on_run_start(self, *a):
+        pass
+
+    def on_step(self, event):
+        pass
+
+    def on_task_end(self, event):
+        self.seen.append(self.grab(event))
+
+    def on_run_end(self, result):
+        pass
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_sequence("split-digits")
+
+
+def _config(method, **params):
+    return RunConfig(sequence="split-digits", method=method, method_params=params, epochs=1)
+
+
+def test_classp_state_is_not_reset_between_tasks(digits):
+    def grab(event):
+        p = next(iter(event.model.parameters()))
+        state = event.optimizer.state[p]
+        return state["sum"], state["sum"].clone(), dict(event.optimizer.param_groups[0])
+
+    rec = Recorder(grab)
+    run(_config("classp", lr=0.05, threshold=1e-6, schedule="paper"), [rec], sequence=digits)
+    (t1, v1, g1), (t2, v2, g2) = rec.seen[0], rec.seen[1]
+    assert t1 is t2  # the same accumulator tensor, never re-created
+    assert (v2 >= v1).all() and (v2 > v1).any()  # it kept growing
+    assert (g1["threshold"], g1["decay"]) == (1e-6, False)  # the paper's first phase
+    assert (g2["threshold"], g2["decay"]) == (0.0, True)  # and its second
+
+
+def test_classp_constant_schedule_keeps_its_settings():
+    method = build_method("classp", {"threshold": 0.3, "decay": False, "schedule": "constant"})
+    assert method.phase(0) == method.phase(3) == {"threshold": 0.3, "decay": False}
+
+
+def _tiny_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+
+def test_ewc_penalty_is_zero_at_its_anchor_and_grows_away_from_it(digits):
+    model = _tiny_model()
+    ewc = EWC(ewc_lambda=10.0)
+    task = digits.tasks[0]
+    ewc.end_task(0, model, task.train.x, task.train.y)
+    assert ewc.penalty(model).item() == 0.0
+    penalties = []
+    for scale in (0.01, 0.1, 1.0):
+        moved = _tiny_model()
+        with torch.no_grad():
+            for p in moved.parameters():
+                p.add_(scale)
+        penalties.append(ewc.penalty(moved).item())
+    assert 0 < penalties[0] < penalties[1] < penalties[2]
+
+
+def test_ewc_fisher_comes_from_the_model_at_the_end_of_the_previous_task(digits):
+    def grab(event):
+        return [p.detach().clone() for p in event.model.parameters()]
+
+    rec = Recorder(grab)
+    result = run(_config("ewc", lr=0.05, ewc_lambda=1.0, fisher_samples=64), [rec], sequence=digits)
+    assert result.status == "finished"
+    # The run's EWC object is not returned; rebuild its first anchor from the same weights.
+    weights_after_task1 = rec.seen[0]
+    ewc = EWC(fisher_samples=64)
+    model = _tiny_model_like(weights_after_task1)
+    ewc.end_task(0, model, digits.tasks[0].train.x, digits.tasks[0].train.y)
+    fisher, star = ewc.anchors[0]
+    for s, w in zip(star, weights_after_task1):
+        assert torch.equal(s, w)
+    # and the per-sample Fisher is the mean of squared per-sample gradients
+    x, y = digits.tasks[0].train.x[:64], digits.tasks[0].train.y[:64]
+    expected = [torch.zeros_like(p) for p in model.parameters()]
+    model.eval()
+    for i in range(len(y)):
+        grads = torch.autograd.grad(F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]),
+                                    list(model.parameters()))
+        for e, g in zip(expected, grads):
+            e.add_(g.pow(2) / len(y))
+    for f, e in zip(fisher, expected):
+        torch.testing.assert_close(f, e, rtol=1e-4, atol=1e-7)
+
+
+def _tiny_model_like(weights):
+    from classp.models import MLP
+
+    model = MLP(64, 10)
+    with torch.no_grad():
+        for p, w in zip(model.parameters(), weights):
+            p.copy_(w)
+    return model
+
+
+def test_ewc_batch_fisher_is_the_mean_squared_batch_gradient(digits):
+    model = _tiny_model()
+    x, y = digits.tasks[0].train.x[:64], digits.tasks[0].train.y[:64]
+    ewc = EWC(fisher="batch", fisher_batch=32, fisher_samples=64)
+    ewc.end_task(0, model, x, y)
+    grads = [torch.autograd.grad(F.cross_entropy(model(x[s:s + 32]), y[s:s + 32]),
+                                 list(model.parameters())) for s in (0, 32)]
+    for k, f in enumerate(ewc.anchors[0][0]):
+        torch.testing.assert_close(f, (grads[0][k] ** 2 + grads[1][k] ** 2) / 2)
+
+
+@pytest.mark.parametrize("mode, per_weight", [("separate", 2 * 5), ("online", 2)])
+def test_ewc_memory_is_two_floats_per_weight_per_task_or_two_online(digits, mode, per_weight):
+    result = run(_config("ewc", mode=mode, fisher_samples=32), sequence=digits)
+    assert result.state_bytes == 4 * per_weight * result.num_parameters
+
+
+def test_classp_keeps_one_float_per_weight_and_adam_two(digits):
+    classp = run(_config("classp", lr=0.05), sequence=digits)
+    assert classp.state_bytes == 4 * classp.num_parameters
+    adam = run(_config("adam"), sequence=digits)
+    assert adam.state_bytes == 8 * adam.num_parameters
+
+
+def test_si_importance_accumulates_over_tasks(digits):
+    si = build_method("si", {"lr": 0.05, "c": 0.5})
+    model = _tiny_model()
+    opt = si.optimizer(list(model.parameters()))
+    snapshots = []
+    for k in range(2):
+        si.begin_task(k, model, opt)
+        task = digits.tasks[k]
+        for s in range(0, len(task.train), 32):
+            loss = F.cross_entropy(model(task.train.x[s:s + 32]), task.train.y[s:s + 32])
+            penalty = si.penalty(model)
+            opt.zero_grad()
+            (loss if penalty is None else loss + penalty).backward()
+            opt.step()
+            si.after_step(model)
+        si.end_task(k, model, task.train.x, task.train.y)
+        snapshots.append([o.clone() for o in si.omega])
+    first, second = snapshots
+    assert any((o > 0).any() for o in first)
+    assert all((b >= a).all() for a, b in zip(first, second))
+    assert any((b > a).any() for a, b in zip(first, second))
+    assert si.penalty(model).item() == 0.0  # at the new anchor
+
+
+def test_joint_training_sees_every_task_so_far(digits):
+    result = run(_config("joint", lr=0.1), sequence=digits)
+    sgd = run(_config("sgd", lr=0.1), sequence=digits)
+    assert result.metrics["test"]["acc"] > sgd.metrics["test"]["acc"] + 0.3
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("sgd", {"threshold": 0.5}, "method 'sgd' has no parameter 'threshold'"),
+    ("classp", {"schedule": "weekly"}, "unknown CLASSP schedule 'weekly'"),
+    ("classp", {"power": 0}, "Invalid power: 0"),
+    ("ewc", {"fisher": "exact"}, "unknown EWC fisher 'exact'"),
+    ("sgd", {"lr": -1}, "lr must be a positive number"),
+])
+def test_bad_method_parameters_are_clear_errors(name, params, message):
+    with pytest.raises(UserError, match=message):
+        build_method(name, params)

@@ -1,0 +1,59 @@
+"""The `classp` command as a user meets it: output, exit status, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def classp(*args, env=None):
+    """Run the real console entry point in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-m", "classp.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_run_prints_the_accuracy_matrix_and_metrics():
+    out = classp("run", "--sequence", "split-digits", "--method", "classp", "--epochs", "1")
+    assert out.returncode == 0, out.stderr
+    assert "accuracy on the test split" in out.stdout
+    assert "digits-89" in out.stdout and "acc=" in out.stdout and "bwt=" in out.stdout
+
+
+def test_list_names_sequences_methods_and_models():
+    out = classp("list")
+    assert out.returncode == 0
+    for name in ("split-digits", "mnist-fmnist", "fpb-imdb", "classp", "ewc", "si", "joint",
+                 "paper-cnn", "paper-transformer"):
+        assert name in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--sequence", "mnist"], "unknown sequence 'mnist'; choose one of: mnist-fmnist, fpb-imdb"),
+    (["run", "--method", "lwf"], "unknown method 'lwf'; choose one of: classp, ewc, sgd"),
+    (["run", "--model", "vit"], "unknown model 'vit'; choose one of: paper-cnn, paper-transformer, mlp"),
+    (["run", "--epochs", "0"], "epochs must be positive integers"),
+    (["run", "--epochs", "-2"], "epochs must be positive integers"),
+    (["run", "--batch-size", "0"], "batch size must be a positive integer"),
+    (["run", "--method", "sgd", "--threshold", "0.5"], "method 'sgd' has no parameter 'threshold'"),
+    (["run", "--lr", "-1"], "lr must be a positive number, got -1.0"),
+    (["run", "--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+    (["run", "--subsample", "0"], "subsample must be in (0, 1]"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_input_is_one_line_and_a_non_zero_exit(args, message):
+    out = classp(*args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr
+    assert lines[0].startswith("classp: error: ")
+    assert message in lines[0]
+
+
+def test_a_missing_data_directory_gives_the_expected_paths(tmp_path):
+    out = classp("run", "--sequence", "split-mnist", "--data-dir", str(tmp_path / "none"))
+    assert out.returncode == 2
+    line, = out.stderr.strip().splitlines()
+    assert f"{tmp_path / 'none' / 'MNIST' / 'raw'}/" in line and "--download" in line
