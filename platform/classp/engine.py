@@ -147,7 +147,7 @@ def check_config(config: RunConfig) -> None:
             raise UserError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model, split: Split, batch_size: int) -> float:
     """Accuracy of `model` on a split: one host sync for the whole split."""
     if len(split) == 0:
@@ -175,7 +175,6 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
             data_dir=Path(config.data_dir) if config.data_dir else None, download=config.download,
             subsample=config.subsample, num_tasks=config.num_tasks))
     sequence = sequence.to(device)
-    tasks = sequence.tasks
     epochs = epochs_per_task(config, sequence)
     batch_size = config.batch_size or sequence.protocol.batch_size
     shuffle = sequence.protocol.shuffle if config.shuffle is None else config.shuffle
@@ -185,6 +184,12 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
     # 2. Model and method, seeded: the same config gives the same run on a CPU.
     torch.manual_seed(config.seed)
     model = build_model(config.model or sequence.protocol.model, sequence.input).to(device)
+    if _has_convolutions(model):
+        # Channels-last convolutions are about 20% faster here (oneDNN on a CPU, cuDNN on
+        # a GPU); the weights and the arithmetic are the same.
+        model = model.to(memory_format=torch.channels_last)
+        sequence = _channels_last(sequence)
+    tasks = sequence.tasks
     if hasattr(method, "track_updates"):
         method.track_updates = config.track_updates
     optimizer = method.optimizer([p for p in model.parameters() if p.requires_grad])
@@ -307,6 +312,20 @@ def _end_window(observers, step, task, epoch, loss_sum, correct, seen, steps, fi
     for obs in observers:
         obs.on_step(event)
     return -1
+
+
+def _has_convolutions(model) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+def _channels_last(sequence: TaskSequence) -> TaskSequence:
+    def convert(split: Split) -> Split:
+        if split.x.dim() != 4:
+            return split
+        return Split(split.x.contiguous(memory_format=torch.channels_last), split.y)
+
+    tasks = [Task(t.name, convert(t.train), convert(t.val), convert(t.test)) for t in sequence.tasks]
+    return TaskSequence(sequence.name, tasks, sequence.input, sequence.protocol, sequence.notes)
 
 
 def _joint_split(tasks: list[Task]) -> Split:
