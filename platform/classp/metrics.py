@@ -37,7 +37,7 @@ def forgetting(R: Matrix) -> list[float]:
     """Per task j < T: max_{l<T} R[l][j] - R[T][j], the best accuracy reached on task j
     after learning it, minus the final (Chaudhry et al. 2018)."""
     T = _check(R)
-    return [max(R[l][j] for l in range(j + 1, T)) - R[T][j] for j in range(T - 1)]
+    return [max(R[row][j] for row in range(j + 1, T)) - R[T][j] for j in range(T - 1)]
 
 
 def mean_forgetting(R: Matrix) -> float:

@@ -7,8 +7,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from classp.data.base import Protocol, Split, Task, TaskSequence, carve_validation
-from classp.data.base import permuted_tasks, split_by_classes, subsample_task
+from classp.data.base import (
+    Protocol,
+    Split,
+    Task,
+    TaskSequence,
+    carve_validation,
+    permuted_tasks,
+    split_by_classes,
+    subsample_task,
+)
 from classp.errors import UserError
 from classp.models import InputShape
 

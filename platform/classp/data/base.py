@@ -96,7 +96,7 @@ def split_by_classes(task: Task, groups: list[tuple[int, ...]], prefix: str) -> 
     for group in groups:
         wanted = torch.tensor(group)
 
-        def pick(split: Split) -> Split:
+        def pick(split: Split, wanted=wanted) -> Split:
             return split.subset(torch.isin(split.y, wanted).nonzero().squeeze(1))
 
         out.append(Task(f"{prefix}{''.join(map(str, group))}", pick(task.train),

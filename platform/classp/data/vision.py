@@ -12,7 +12,6 @@ import gzip
 import shutil
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from classp.errors import UserError
