@@ -149,6 +149,54 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _cmd_study_run(args) -> int:
+    from classp.specs import load_spec
+    from classp.study import run_study
+
+    spec = load_spec(args.spec)
+    run_study(spec, methods=[args.method] if args.method else None, n_trials=args.n_trials,
+              storage_url=args.storage, tracking_uri=args.tracking_uri,
+              progress=not args.no_progress and sys.stderr.isatty())
+    return 0
+
+
+def _cmd_study_confirm(args) -> int:
+    from classp.specs import load_spec
+    from classp.study import confirm
+
+    spec = load_spec(args.spec)
+    confirm(spec, methods=[args.method] if args.method else None, storage_url=args.storage,
+            tracking_uri=args.tracking_uri)
+    return 0
+
+
+def _cmd_ui(args) -> int:
+    import subprocess
+
+    from classp.tracking import default_tracking_uri, home
+
+    uri = args.tracking_uri or default_tracking_uri()
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--default-artifact-root", (home() / "artifacts").as_uri(),
+               "--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it",
+          file=sys.stderr)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _add_study_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="study spec, e.g. studies/split-digits.toml")
+    p.add_argument("--method", default=None, help="only this method of the spec")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage: a journal file (default .classp/optuna.journal) or "
+                        "postgresql://user:password@host/optuna")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default sqlite:///.classp/mlflow.db)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="classp", description="Continual-learning research platform for CLASSP.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -157,6 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.set_defaults(func=_cmd_run)
     p_list = sub.add_parser("list", help="name the sequences, methods and models")
     p_list.set_defaults(func=_cmd_list)
+
+    p_study = sub.add_parser("study", help="Optuna studies tracked in MLflow")
+    study_sub = p_study.add_subparsers(dest="study_command", required=True, parser_class=_Parser)
+    p_srun = study_sub.add_parser("run", help="run or resume a study (one per method)")
+    _add_study_arguments(p_srun)
+    p_srun.add_argument("--n-trials", type=int, default=None,
+                        help="trials each method's study should have in all (default: the spec's)")
+    p_srun.add_argument("--no-progress", action="store_true")
+    p_srun.set_defaults(func=_cmd_study_run)
+    p_confirm = study_sub.add_parser(
+        "confirm", help="re-run the best parameters on fresh seeds, on the test split")
+    _add_study_arguments(p_confirm)
+    p_confirm.set_defaults(func=_cmd_study_confirm)
+
+    p_ui = sub.add_parser("ui", help="open the MLflow UI on the local store")
+    p_ui.add_argument("--tracking-uri", default=None)
+    p_ui.add_argument("--host", default="127.0.0.1")
+    p_ui.add_argument("--port", type=int, default=5000)
+    p_ui.set_defaults(func=_cmd_ui)
     return parser
 
 

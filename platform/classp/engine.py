@@ -23,6 +23,7 @@ from classp.errors import UserError
 from classp.methods import build_method
 from classp.methods.base import Method
 from classp.models import build_model
+from classp.sparsity import UpdateCounter
 
 SPLITS = ("train", "val", "test")
 
@@ -44,7 +45,7 @@ class RunConfig:
     eval_train: bool | None = None  # None: as the sequence's protocol says (the paper: yes)
     eval_batch_size: int = 1024
     log_every: int = 25
-    track_updates: bool = False  # CLASSP per-weight update counts, for sparsity histograms
+    track_updates: bool = False  # per-weight update counts (any method), for sparsity
     progress: bool = False
     data_dir: str | None = None
     download: bool = False
@@ -82,6 +83,7 @@ class StepEvent:
     steps_in_window: int
     optimizer: torch.optim.Optimizer
     model: torch.nn.Module
+    updates: UpdateCounter | None = None  # per-weight update counts (track_updates)
 
 
 @dataclass
@@ -92,6 +94,8 @@ class TaskEndEvent:
     accuracy: dict[str, list[float]]  # split -> accuracy on every task after this one
     optimizer: torch.optim.Optimizer
     model: torch.nn.Module
+    updates: UpdateCounter | None = None
+    steps_in_task: int = 0
 
 
 class Observer(Protocol):
@@ -193,6 +197,7 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
     if hasattr(method, "track_updates"):
         method.track_updates = config.track_updates
     optimizer = method.optimizer([p for p in model.parameters() if p.requires_grad])
+    updates = UpdateCounter(model.named_parameters(), optimizer) if config.track_updates else None
     shuffler = torch.Generator(device="cpu").manual_seed(config.seed)
     for obs in observers:
         obs.on_run_start(config, sequence, model, method)
@@ -213,6 +218,7 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
         for k, task in enumerate(tasks):
             # 4. Train task k (with the union of tasks so far for joint training).
             method.begin_task(k, model, optimizer)
+            task_start_step = step
             train = _joint_split(tasks[: k + 1]) if method.joint else task.train
             model.train()
             for epoch in range(epochs[k]):
@@ -233,6 +239,8 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
                     total.backward()
                     optimizer.step()
                     method.after_step(model)
+                    if updates is not None:
+                        updates.after_step()
 
                     # Bookkeeping without host syncs: the first non-finite step is kept on
                     # the device and read at the end of the window.
@@ -246,7 +254,7 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
                     if window_steps == config.log_every:
                         bad_step = _end_window(observers, step, k, epoch, window_loss, window_correct,
                                                window_seen, window_steps, first_bad_step,
-                                               optimizer, model, progress)
+                                               optimizer, model, progress, updates)
                         window_loss.zero_(), window_correct.zero_()
                         window_seen = window_steps = 0
                         if bad_step >= 0:
@@ -254,7 +262,7 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
             if window_steps:
                 bad_step = _end_window(observers, step, k, epochs[k] - 1, window_loss,
                                        window_correct, window_seen, window_steps, first_bad_step,
-                                       optimizer, model, progress)
+                                       optimizer, model, progress, updates)
                 window_loss.zero_(), window_correct.zero_()
                 window_seen = window_steps = 0
                 if bad_step >= 0:
@@ -267,7 +275,8 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
             for s in splits:
                 R[s].append(row[s])
             for obs in observers:
-                obs.on_task_end(TaskEndEvent(k, task.name, step, row, optimizer, model))
+                obs.on_task_end(TaskEndEvent(k, task.name, step, row, optimizer, model, updates,
+                                             step - task_start_step))
     except _Diverged as d:
         status, diverged_at = "diverged", {"step": d.step, "task": d.task}
     except StopRun:
@@ -297,7 +306,7 @@ class _Diverged(Exception):
 
 
 def _end_window(observers, step, task, epoch, loss_sum, correct, seen, steps, first_bad_step,
-                optimizer, model, progress) -> int:
+                optimizer, model, progress, updates) -> int:
     """Read the window's sums (one host sync), tell the observers; return the first
     non-finite step so far, or -1."""
     values = torch.stack([loss_sum, correct.to(loss_sum.dtype), first_bad_step.to(loss_sum.dtype)])
@@ -308,7 +317,7 @@ def _end_window(observers, step, task, epoch, loss_sum, correct, seen, steps, fi
     if bad >= 0:
         return int(bad)
     event = StepEvent(step, task, epoch, mean_loss_sum / steps, correct_count / seen, steps,
-                      optimizer, model)
+                      optimizer, model, updates)
     for obs in observers:
         obs.on_step(event)
     return -1

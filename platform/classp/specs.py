@@ -1,0 +1,337 @@
+"""Study specs: TOML files parsed into frozen dataclasses, validated as a whole.
+
+Every problem is reported as `UserError("<file>: <key>: <what is wrong>; <what is allowed>")`
+before anything runs. A spec looks like `studies/split-digits.toml`:
+
+    [study]
+    name = "split-digits"
+    sequence = "split-digits"
+    methods = ["classp", "ewc"]
+    objective = "accuracy"          # or "old-new": two objectives, a Pareto front
+    n_trials = 8
+    seeds = [0]                      # seeds each trial runs (the objective is their mean)
+    confirm_seeds = [1000, 1001, 1002]
+
+    [run]                            # RunConfig settings shared by every trial
+    epochs = 5
+
+    [sampler]
+    name = "tpe"
+    seed = 0
+
+    [pruner]
+    name = "median"
+
+    [methods.classp]
+    fixed = { schedule = "paper" }
+    paper = { lr = 0.2, threshold = 0.5, power = 1.0, eps = 1e-5 }   # the first trial
+    [methods.classp.search]
+    lr = { low = 1e-3, high = 1.0, log = true }
+    threshold = { low = 1e-8, high = 1.0, log = true, none = true }  # or no threshold
+    power = { choices = [1.0, 2.0] }
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from classp.data import SEQUENCES
+from classp.engine import SPLITS
+from classp.errors import UserError
+from classp.methods import METHODS
+from classp.models import MODELS
+
+OBJECTIVES = ("accuracy", "old-new")
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("none", "median")
+RUN_KEYS = {  # [run] key -> accepted Python types
+    "model": (str,), "epochs": (int, list), "batch_size": (int,), "shuffle": (bool,),
+    "eval_train": (bool,), "subsample": (float, int), "num_tasks": (int,), "device": (str,),
+    "log_every": (int,), "data_dir": (str,), "download": (bool,),
+}
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    low: float
+    high: float
+    log: bool = False
+    none: bool = False  # also offer "none" (0): e.g. no threshold at all
+
+
+@dataclass(frozen=True)
+class Choice:
+    choices: tuple
+
+
+Distribution = FloatRange | Choice
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    search: dict[str, Distribution]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    paper: dict[str, Any] | None = None  # the paper's own settings: enqueued as the first trial
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    path: Path
+    name: str
+    sequence: str
+    methods: tuple[MethodSpec, ...]
+    objective: str = "accuracy"
+    n_trials: int | None = 20
+    timeout_minutes: float | None = None
+    seeds: tuple[int, ...] = (0,)
+    confirm_seeds: tuple[int, ...] = (1000, 1001, 1002)
+    run: dict[str, Any] = field(default_factory=dict)
+    sampler: str = "tpe"
+    sampler_seed: int | None = 0
+    pruner: str = "none"
+    pruner_startup_trials: int = 3
+    tune_split: str = "val"
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] if self.objective == "accuracy" else ["maximize", "maximize"]
+
+    def method(self, name: str) -> MethodSpec:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise UserError(f"{self.path}: method {name!r} is not in this study; it has: "
+                        f"{', '.join(m.name for m in self.methods)}")
+
+    def study_name(self, method: str) -> str:
+        return f"{self.name}.{method}"
+
+
+class _Reader:
+    """Reads one table of the TOML file, naming the file and the key in every error."""
+
+    def __init__(self, path: Path, table: dict, where: str):
+        self.path, self.table, self.where = path, table, where
+
+    def fail(self, key: str | None, problem: str):
+        key_part = f"{self.where}.{key}" if key and self.where else (key or self.where)
+        raise UserError(f"{self.path}: {key_part}: {problem}")
+
+    def only(self, allowed) -> None:
+        for key in self.table:
+            if key not in allowed:
+                self.fail(key, f"unknown key; allowed here: {', '.join(sorted(allowed))}")
+
+    def get(self, key: str, types: tuple, default=None, required: bool = False):
+        if key not in self.table:
+            if required:
+                self.fail(key, "missing; it is required")
+            return default
+        value = self.table[key]
+        # TOML integers are fine where floats are wanted; booleans are not numbers here.
+        if isinstance(value, bool) and bool not in types:
+            self.fail(key, f"expected {_names(types)}, got a boolean")
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            return float(value) if int not in types else value
+        if not isinstance(value, types):
+            self.fail(key, f"expected {_names(types)}, got {type(value).__name__} {value!r}")
+        return value
+
+    def sub(self, key: str, required: bool = False) -> _Reader:
+        table = self.get(key, (dict,), default={}, required=required)
+        return _Reader(self.path, table, f"{self.where}.{key}" if self.where else key)
+
+
+def _names(types: tuple) -> str:
+    words = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    return " or ".join(words.get(t, t.__name__) for t in types)
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"study spec not found: {path}; give the path of a .toml file such as "
+                        f"studies/split-digits.toml")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    return parse_spec(data, path)
+
+
+def parse_spec(data: dict, path: Path) -> StudySpec:
+    top = _Reader(path, data, "")
+    top.only({"study", "run", "sampler", "pruner", "methods"})
+
+    study = top.sub("study", required=True)
+    study.only({"name", "sequence", "methods", "objective", "n_trials", "timeout_minutes",
+                "seeds", "confirm_seeds", "tune_split"})
+    name = study.get("name", (str,), required=True)
+    sequence = study.get("sequence", (str,), required=True)
+    if sequence not in SEQUENCES:
+        study.fail("sequence", f"unknown sequence {sequence!r}; allowed: {', '.join(SEQUENCES)}")
+    objective = study.get("objective", (str,), "accuracy")
+    if objective not in OBJECTIVES:
+        study.fail("objective", f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
+    n_trials = study.get("n_trials", (int,), 20)
+    if n_trials is not None and n_trials < 1:
+        study.fail("n_trials", f"must be at least 1, got {n_trials}")
+    timeout = study.get("timeout_minutes", (float, int), None)
+    if timeout is not None and timeout <= 0:
+        study.fail("timeout_minutes", f"must be positive, got {timeout}")
+    seeds = _int_list(study, "seeds", [0])
+    confirm = _int_list(study, "confirm_seeds", [1000, 1001, 1002])
+    shared = sorted(set(seeds) & set(confirm))
+    if shared:
+        study.fail("confirm_seeds", f"seed {shared[0]} is also a tuning seed; confirmation "
+                                    f"seeds must never be used in tuning")
+    tune_split = study.get("tune_split", (str,), "val")
+    if tune_split not in SPLITS:
+        study.fail("tune_split", f"unknown split {tune_split!r}; allowed: {', '.join(SPLITS)}")
+
+    run = _run_settings(top.sub("run"))
+
+    sampler_t = top.sub("sampler")
+    sampler_t.only({"name", "seed"})
+    sampler = sampler_t.get("name", (str,), "tpe")
+    if sampler not in SAMPLERS:
+        sampler_t.fail("name", f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    sampler_seed = sampler_t.get("seed", (int,), 0)
+
+    pruner_t = top.sub("pruner")
+    pruner_t.only({"name", "n_startup_trials"})
+    pruner = pruner_t.get("name", (str,), "none")
+    if pruner not in PRUNERS:
+        pruner_t.fail("name", f"unknown pruner {pruner!r}; allowed: {', '.join(PRUNERS)}")
+    if pruner != "none" and objective != "accuracy":
+        pruner_t.fail("name", "pruning needs a single objective; use name = \"none\" with "
+                              "objective \"old-new\"")
+    startup = pruner_t.get("n_startup_trials", (int,), 3)
+
+    method_tables = top.sub("methods", required=True)
+    listed = study.get("methods", (list,), None) or list(method_tables.table)
+    if not listed:
+        study.fail("methods", "no methods to tune; name at least one")
+    methods = []
+    for method in listed:
+        if not isinstance(method, str) or method not in METHODS:
+            study.fail("methods", f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+        methods.append(_method_spec(method_tables, method))
+    for extra in method_tables.table:
+        if extra not in METHODS:
+            method_tables.fail(extra, f"unknown method; allowed: {', '.join(METHODS)}")
+
+    return StudySpec(path=path, name=name, sequence=sequence, methods=tuple(methods),
+                     objective=objective, n_trials=n_trials, timeout_minutes=timeout,
+                     seeds=tuple(seeds), confirm_seeds=tuple(confirm), run=run, sampler=sampler,
+                     sampler_seed=sampler_seed, pruner=pruner, pruner_startup_trials=startup,
+                     tune_split=tune_split)
+
+
+def _int_list(reader: _Reader, key: str, default: list[int]) -> list[int]:
+    values = reader.get(key, (list,), default)
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        reader.fail(key, f"expected a non-empty list of integers, got {values!r}")
+    if len(set(values)) != len(values):
+        reader.fail(key, f"seeds repeat in {values!r}; give distinct seeds")
+    return list(values)
+
+
+def _run_settings(run: _Reader) -> dict[str, Any]:
+    run.only(set(RUN_KEYS))
+    out = {key: run.get(key, RUN_KEYS[key]) for key in run.table}
+    if "model" in out and out["model"] not in MODELS:
+        run.fail("model", f"unknown model {out['model']!r}; allowed: {', '.join(MODELS)}")
+    epochs = out.get("epochs")
+    if epochs is not None:
+        values = [epochs] if isinstance(epochs, int) else epochs
+        if not values or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in values):
+            run.fail("epochs", f"expected a positive integer or a list of them, got {epochs!r}")
+        out["epochs"] = epochs if isinstance(epochs, int) else tuple(epochs)
+    if "batch_size" in out and out["batch_size"] < 1:
+        run.fail("batch_size", f"must be a positive integer, got {out['batch_size']}")
+    if "subsample" in out and not 0 < out["subsample"] <= 1:
+        run.fail("subsample", f"must be in (0, 1], got {out['subsample']}")
+    return out
+
+
+def _method_spec(tables: _Reader, name: str) -> MethodSpec:
+    table = tables.sub(name)
+    table.only({"search", "fixed", "paper"})
+    defaults = METHODS[name].defaults
+    search_t = table.sub("search")
+    search: dict[str, Distribution] = {}
+    for key in search_t.table:
+        if key not in defaults:
+            search_t.fail(key, f"method {name!r} has no such parameter; its parameters: "
+                               f"{', '.join(defaults)}")
+        search[key] = _distribution(search_t.sub(key))
+    fixed_t = table.sub("fixed")
+    for key in fixed_t.table:
+        if key not in defaults:
+            fixed_t.fail(key, f"method {name!r} has no such parameter; its parameters: "
+                              f"{', '.join(defaults)}")
+        if key in search:
+            fixed_t.fail(key, "is also searched; fix it or search it, not both")
+    fixed = dict(fixed_t.table)
+    paper = None
+    if "paper" in table.table:
+        paper_t = table.sub("paper")
+        paper = dict(paper_t.table)
+        for key, value in paper.items():
+            if key not in search:
+                paper_t.fail(key, f"not a searched parameter; the paper trial sets searched "
+                                  f"parameters only ({', '.join(search) or 'none'})")
+            if not _inside(search[key], value):
+                paper_t.fail(key, f"{value!r} lies outside the search space {search[key]}")
+    _check_method_builds(table, name, fixed, search)
+    return MethodSpec(name=name, search=search, fixed=fixed, paper=paper)
+
+
+def _distribution(r: _Reader) -> Distribution:
+    if "choices" in r.table:
+        r.only({"choices"})
+        choices = r.get("choices", (list,))
+        if not choices:
+            r.fail("choices", "give at least one choice")
+        return Choice(tuple(choices))
+    r.only({"low", "high", "log", "none"})
+    low = r.get("low", (float, int), required=True)
+    high = r.get("high", (float, int), required=True)
+    log = r.get("log", (bool,), False)
+    none = r.get("none", (bool,), False)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        r.fail(None, "low and high must be finite numbers")
+    if low > high:
+        r.fail(None, f"low {low:g} > high {high:g}; give low <= high")
+    if log and low <= 0:
+        r.fail("low", f"a log scale needs low > 0, got {low:g}")
+    return FloatRange(float(low), float(high), log, none)
+
+
+def _inside(dist: Distribution, value) -> bool:
+    if isinstance(dist, Choice):
+        return value in dist.choices
+    if dist.none and value in (0, 0.0, None, "none"):
+        return True
+    return isinstance(value, (int, float)) and dist.low <= value <= dist.high
+
+
+def _check_method_builds(table: _Reader, name: str, fixed: dict, search: dict) -> None:
+    """Build the method once with the fixed values and the low ends of the ranges, so a bad
+    fixed value (an unknown rule, say) fails now rather than in the first trial."""
+    from classp.methods import build_method
+
+    probe = dict(fixed)
+    for key, dist in search.items():
+        probe[key] = dist.choices[0] if isinstance(dist, Choice) else dist.low
+    try:
+        build_method(name, probe)
+    except UserError as exc:
+        table.fail("fixed", str(exc))

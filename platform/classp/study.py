@@ -1,0 +1,572 @@
+"""Optuna studies: one per (study spec, method), created or resumed, any number of workers.
+
+Storage: a local Optuna journal file by default (safe for several processes on one host;
+SQLite is not), or an RDB URL (PostgreSQL) shared by workers on many machines, with
+heartbeats so that a killed worker's trial is failed and retried.
+
+The worker loop is Optuna's own `_run_trial` written out (ask, heartbeat, tell), for one
+reason: the check "does the study still need a trial?" and the `ask()` that creates it
+happen under a lock shared by all workers, so a study ends with exactly the requested
+number of trials however many workers run it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import math
+import os
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from classp.engine import RunConfig, StopRun, run
+from classp.errors import UserError
+from classp.specs import Choice, FloatRange, MethodSpec, StudySpec
+from classp.tracking import (TAG_KIND, TAG_METHOD, TAG_RULE, TAG_SEQUENCE, TAG_STUDY,
+                             TAG_TRIAL, RunLogger, Tracking, home, redact)
+
+HEARTBEAT_SECONDS = int(os.environ.get("CLASSP_HEARTBEAT_SECONDS", "30"))
+
+
+# --------------------------------------------------------------------------------------
+# Storage and the cross-worker lock
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Storage:
+    optuna_storage: Any
+    url: str
+    lock: Any  # a context manager factory: lock(study_name)
+
+
+def default_storage_url() -> str:
+    return str(home() / "optuna.journal")
+
+
+def open_storage(url: str | None, on_stale_trial=None) -> Storage:
+    """Open (and check) an Optuna storage: a journal file path, or an RDB URL."""
+    import optuna
+
+    url = url or default_storage_url()
+    if "://" not in url or url.startswith("journal://"):
+        path = Path(url.removeprefix("journal://")).expanduser().resolve()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = optuna.storages.journal.JournalFileBackend(str(path))
+        except OSError as exc:
+            raise UserError(f"cannot open the Optuna journal {path}: {exc.strerror}; give a "
+                            f"writable path with --storage") from None
+        storage = optuna.storages.JournalStorage(backend)
+        return Storage(storage, str(path), lambda name: _file_lock(Path(f"{path}.classp-lock")))
+    if not url.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "sqlite", "mysql"):
+        raise UserError(f"unsupported storage URL {redact(url)}; use a journal file path or a "
+                        f"postgresql:// URL")
+    callback = _stale_trial_callback(on_stale_trial)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeat is "experimental" in some versions
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=2 * HEARTBEAT_SECONDS, heartbeat_stale_trial_callback=callback)
+    except Exception as exc:
+        cause = exc.__cause__ or exc.__context__ or exc  # Optuna wraps the driver's error
+        raise UserError(f"cannot open the Optuna storage {redact(url)}: {_first_line(cause)}; "
+                        f"check the host, database, user and password") from None
+    if url.startswith("postgresql"):
+        lock = lambda name: _postgres_lock(storage, name)  # noqa: E731
+    else:  # sqlite and others: one host only
+        lock = lambda name: _file_lock(home() / "rdb.lock")  # noqa: E731
+    return Storage(storage, url, lock)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _postgres_lock(storage, name: str):
+    from sqlalchemy import text
+
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    with storage.engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
+
+
+def _stale_trial_callback(on_stale_trial):
+    """Retry a trial whose worker died (heartbeat stale), and tell the tracker."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental"
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+
+    def callback(study, trial):
+        if on_stale_trial is not None:
+            on_stale_trial(study, trial)
+        retry(study, trial)
+
+    return callback
+
+
+# --------------------------------------------------------------------------------------
+# Search spaces
+# --------------------------------------------------------------------------------------
+
+
+def suggest(trial, method: MethodSpec) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name, dist in method.search.items():
+        if isinstance(dist, Choice):
+            params[name] = trial.suggest_categorical(name, list(dist.choices))
+            continue
+        if dist.none and not trial.suggest_categorical(f"{name}_on", [True, False]):
+            params[name] = 0.0  # "no threshold" is a choice of its own, not a tiny value
+            continue
+        params[name] = trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+    return params
+
+
+def paper_trial_params(method: MethodSpec) -> dict[str, Any]:
+    """The paper's settings in the study's parameter names (for enqueue_trial)."""
+    out: dict[str, Any] = {}
+    for name, value in (method.paper or {}).items():
+        dist = method.search[name]
+        if isinstance(dist, FloatRange) and dist.none:
+            on = value not in (0, 0.0, None, "none")
+            out[f"{name}_on"] = on
+            if on:
+                out[name] = float(value)
+        else:
+            out[name] = value
+    return out
+
+
+def make_sampler(spec: StudySpec):
+    import optuna
+
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=spec.sampler_seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # Optuna 5's defaults, set explicitly; group=True for the conditional threshold.
+        return optuna.samplers.TPESampler(seed=spec.sampler_seed, multivariate=True, group=True,
+                                          constant_liar=True, n_startup_trials=5)
+
+
+def make_pruner(spec: StudySpec):
+    import optuna
+
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=spec.pruner_startup_trials)
+    return optuna.pruners.NopPruner()
+
+
+# --------------------------------------------------------------------------------------
+# One trial
+# --------------------------------------------------------------------------------------
+
+
+class _PruningReporter:
+    """Engine observer: after each task, report the mean accuracy so far on the tuning
+    split and stop the run if the pruner says so."""
+
+    def __init__(self, trial, split: str, offset: int):
+        self.trial, self.split, self.offset = trial, split, offset
+        self.pruned = False
+
+    def on_run_start(self, *args):
+        pass
+
+    def on_step(self, event):
+        pass
+
+    def on_task_end(self, event):
+        seen = event.accuracy[self.split][: event.task + 1]
+        self.trial.report(sum(seen) / len(seen), self.offset + event.task)
+        if self.trial.should_prune():
+            self.pruned = True
+            raise StopRun
+
+    def on_run_end(self, result):
+        pass
+
+
+def objective_values(spec: StudySpec, results) -> list[float]:
+    """Single: mean over seeds of ACC on the tuning split. Two: old-task and new-task
+    accuracy (mean final accuracy on tasks 1..T-1, and on task T)."""
+    finals = [r.accuracy[spec.tune_split][-1] for r in results]
+    if spec.objective == "accuracy":
+        return [statistics.fmean(sum(f) / len(f) for f in finals)]
+    old = statistics.fmean(statistics.fmean(f[:-1]) if len(f) > 1 else f[0] for f in finals)
+    new = statistics.fmean(f[-1] for f in finals)
+    return [old, new]
+
+
+class Objective:
+    """Runs one trial: every tuning seed, tracked as one MLflow child run."""
+
+    def __init__(self, spec: StudySpec, method: MethodSpec, sequence, tracking: Tracking,
+                 experiment_id: str, parent_id: str):
+        self.spec, self.method, self.sequence = spec, method, sequence
+        self.tracking, self.experiment_id, self.parent_id = tracking, experiment_id, parent_id
+
+    def config(self, params: dict, seed: int) -> RunConfig:
+        run_settings = dict(self.spec.run)
+        splits = ("val", "test") if self.spec.tune_split != "train" else ("val", "test", "train")
+        return RunConfig(sequence=self.spec.sequence, method=self.method.name,
+                         method_params={**self.method.fixed, **params}, seed=seed,
+                         track_updates=True, eval_splits=splits, **run_settings)
+
+    def __call__(self, trial):
+        import optuna
+
+        params = suggest(trial, self.method)
+        method_params = {**self.method.fixed, **params}
+        run_id = self.tracking.child_run(self.experiment_id, self.parent_id, f"trial-{trial.number}", {
+            TAG_KIND: "trial", TAG_STUDY: self.spec.study_name(self.method.name),
+            TAG_METHOD: self.method.name, TAG_SEQUENCE: self.spec.sequence,
+            TAG_TRIAL: str(trial.number), TAG_RULE: str(method_params.get("rule", "-"))})
+        trial.set_user_attr("mlflow_run_id", run_id)
+        results = []
+        for i, seed in enumerate(self.spec.seeds):
+            # The first seed logs everything (steps, sparsity, artifacts); later seeds log
+            # their final metrics and matrix under a seed prefix.
+            first = i == 0
+            logger = RunLogger(self.tracking.client, run_id, log_steps=first,
+                               log_params=first, prefix="" if first else f"seed{seed}/",
+                               extra_params={"study": self.spec.study_name(self.method.name),
+                                             "trial": trial.number, "seeds": list(self.spec.seeds)})
+            observers = [logger]
+            pruning = None
+            if self.spec.pruner != "none":
+                pruning = _PruningReporter(trial, self.spec.tune_split, i * len(self.sequence.tasks))
+                observers.append(pruning)
+            config = self.config(params, seed)
+            if not first:
+                config = dataclasses.replace(config, track_updates=False)
+            result = run(config, observers, sequence=self.sequence)
+            if pruning is not None and pruning.pruned:
+                trial.set_user_attr("status", "pruned")
+                raise optuna.TrialPruned(f"pruned after task {len(result.accuracy['val']) - 1}")
+            if result.status == "diverged":
+                trial.set_user_attr("status", "diverged")
+                trial.set_user_attr("diverged_at_step", result.diverged_at["step"])
+                # NaN: Optuna records the trial as failed, and the sampler learns nothing
+                # false from a made-up score.
+                return [math.nan] * len(self.spec.directions)
+            results.append(result)
+        values = objective_values(self.spec, results)
+        trial.set_user_attr("status", "finished")
+        return values
+
+
+class TrialRecorder:
+    """Optuna callback: end each trial's MLflow run with its state, and keep the parent
+    run's running best."""
+
+    def __init__(self, tracking: Tracking, parent_id: str, names: list[str]):
+        self.tracking, self.parent_id, self.names = tracking, parent_id, names
+
+    def __call__(self, study, trial) -> None:
+        import optuna
+
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id is None:
+            return
+        state = {optuna.trial.TrialState.COMPLETE: "finished",
+                 optuna.trial.TrialState.PRUNED: "pruned"}.get(trial.state, "failed")
+        if trial.user_attrs.get("status") == "diverged":
+            state = "diverged"
+        client = self.tracking.client
+        if trial.values:
+            for name, value in zip(self.names, trial.values):
+                client.log_metric(run_id, f"objective.{name}", value)
+        self.tracking.finish(run_id, state)
+        if len(self.names) == 1:
+            with contextlib.suppress(ValueError):
+                client.log_metric(self.parent_id, "best_value", study.best_value, step=trial.number)
+        done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        client.log_metric(self.parent_id, "trials_finished", done, step=trial.number)
+
+
+# --------------------------------------------------------------------------------------
+# The study
+# --------------------------------------------------------------------------------------
+
+
+def objective_names(spec: StudySpec) -> list[str]:
+    return [f"{spec.tune_split}_accuracy"] if spec.objective == "accuracy" else [
+        "old_task_accuracy", "new_task_accuracy"]
+
+
+def counted_trials(study) -> int:
+    """Trials that count towards the requested number: those started or done, less those
+    that failed with a dead worker and were retried (the retry counts instead). Waiting
+    trials (the enqueued paper trial, a retry) count once a worker takes them."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    return sum(t._trial_id not in retried and t.state != optuna.trial.TrialState.WAITING
+               for t in trials)
+
+
+def load_sequence_for(spec: StudySpec):
+    from classp.data import DataOptions, load_sequence
+
+    r = spec.run
+    return load_sequence(spec.sequence, DataOptions(
+        data_dir=Path(r["data_dir"]) if r.get("data_dir") else None,
+        download=bool(r.get("download", False)), subsample=float(r.get("subsample", 1.0)),
+        num_tasks=r.get("num_tasks")))
+
+
+def open_study(spec: StudySpec, method: str, storage: Storage):
+    import optuna
+
+    name = spec.study_name(method)
+    with storage.lock(name):
+        study = optuna.create_study(study_name=name, storage=storage.optuna_storage,
+                                    sampler=make_sampler(spec), pruner=make_pruner(spec),
+                                    directions=spec.directions, load_if_exists=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "experimental" in Optuna 5
+            study.set_metric_names(objective_names(spec))
+        method_spec = spec.method(method)
+        if method_spec.paper and not study.get_trials(deepcopy=False):
+            study.enqueue_trial(paper_trial_params(method_spec), user_attrs={"paper": True})
+    return study
+
+
+def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int | None = None,
+              storage_url: str | None = None, tracking_uri: str | None = None,
+              progress: bool = False, echo=print) -> dict[str, Any]:
+    """Run (or resume) the study of each method until it has `n_trials` trials."""
+    import optuna
+
+    methods = methods or [m.name for m in spec.methods]
+    for m in methods:
+        spec.method(m)  # unknown method: a clear error before anything opens
+    target = n_trials if n_trials is not None else spec.n_trials
+    if target is not None and target < 1:
+        raise UserError(f"--n-trials must be at least 1, got {target}")
+
+    # Everything that can fail does so before any training: tracking, storage, data.
+    tracking = Tracking(tracking_uri)
+    tracking.check()
+    storage = open_storage(storage_url, on_stale_trial=_close_stale_run(tracking))
+    sequence = load_sequence_for(spec)
+    experiment_id = tracking.experiment(spec.sequence)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    summary = {}
+    for method in methods:
+        study = open_study(spec, method, storage)
+        name = spec.study_name(method)
+        parent_id = tracking.parent_run(experiment_id, name, {
+            TAG_METHOD: method, TAG_SEQUENCE: spec.sequence, "mlflow.note.content":
+            f"Optuna study {name} ({spec.path.name}); one child run per trial."})
+        if not _has_param(tracking, parent_id, "storage"):
+            tracking.client.log_param(parent_id, "storage", redact(storage.url))
+        objective = Objective(spec, spec.method(method), sequence, tracking, experiment_id, parent_id)
+        recorder = TrialRecorder(tracking, parent_id, objective_names(spec))
+        ran = _work(study, objective, storage, name, target, spec.timeout_minutes, [recorder],
+                    progress, method)
+        tracking.client.set_terminated(parent_id, "FINISHED")
+        summary[method] = {"study": name, "trials_run_here": ran, "trials": counted_trials(study),
+                           "parent_run_id": parent_id}
+        echo(f"{name}: {ran} trial(s) run here, {counted_trials(study)} in the study; "
+             f"MLflow parent run {parent_id}")
+    return summary
+
+
+def _has_param(tracking: Tracking, run_id: str, key: str) -> bool:
+    return key in tracking.client.get_run(run_id).data.params
+
+
+def _close_stale_run(tracking: Tracking):
+    """When a dead worker's trial is failed by the heartbeat, end its MLflow run too."""
+
+    def close(study, trial):
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            with contextlib.suppress(Exception):
+                tracking.finish(run_id, "failed")
+                tracking.client.set_tag(run_id, "classp.failure", "worker stopped (heartbeat lost)")
+
+    return close
+
+
+def _work(study, objective, storage: Storage, name: str, target: int | None,
+          timeout_minutes: float | None, callbacks, progress: bool, label: str) -> int:
+    """Ask, run and tell trials until the study has `target` of them (or time is up)."""
+    import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+
+    deadline = time.monotonic() + timeout_minutes * 60 if timeout_minutes else None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=target, initial=min(counted_trials(study), target or 0), unit="trial",
+                   desc=label, dynamic_ncols=True)
+    ran = 0
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            with storage.lock(name):
+                if is_heartbeat_enabled(study._storage):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        optuna.storages.fail_stale_trials(study)
+                if target is not None and counted_trials(study) >= target:
+                    break
+                trial = study.ask()
+            state, values = optuna.trial.TrialState.COMPLETE, None
+            with get_heartbeat_thread(trial._trial_id, study._storage):
+                try:
+                    values = objective(trial)
+                except optuna.TrialPruned:
+                    state = optuna.trial.TrialState.PRUNED
+                except BaseException:
+                    frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    for cb in callbacks:
+                        cb(study, frozen)
+                    raise
+            if values is not None and any(math.isnan(v) for v in values):
+                state, values = optuna.trial.TrialState.FAIL, None
+            frozen = study.tell(trial, values, state=state)
+            for cb in callbacks:
+                cb(study, frozen)
+            ran += 1
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return ran
+
+
+# --------------------------------------------------------------------------------------
+# Confirmation: the best parameters on fresh seeds, on the test split
+# --------------------------------------------------------------------------------------
+
+
+def best_params(study, spec: StudySpec) -> tuple[dict, Any]:
+    """The best trial's method parameters. With two objectives, the Pareto-optimal trial
+    with the highest mean of the two."""
+    import optuna
+
+    complete = [t for t in study.get_trials(deepcopy=False)
+                if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise UserError(f"study {study.study_name} has no finished trial yet; run "
+                        f"`classp study run {spec.path}` first")
+    best = study.best_trial if len(spec.directions) == 1 else max(
+        study.best_trials, key=lambda t: statistics.fmean(t.values))
+    params = {}
+    method = spec.method(study.study_name.rsplit(".", 1)[1])
+    for name, dist in method.search.items():
+        if isinstance(dist, FloatRange) and dist.none and not best.params.get(f"{name}_on", True):
+            params[name] = 0.0
+        else:
+            params[name] = best.params[name]
+    return {**method.fixed, **params}, best
+
+
+def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str | None = None,
+            tracking_uri: str | None = None, echo=print) -> dict[str, Any]:
+    """Re-run each method's best parameters on the confirmation seeds (never used in tuning),
+    evaluated on the test split; print and track mean and std per task."""
+    import optuna
+
+    methods = methods or [m.name for m in spec.methods]
+    for m in methods:
+        spec.method(m)
+    tracking = Tracking(tracking_uri)
+    tracking.check()
+    storage = open_storage(storage_url)
+    studies = {}
+    for m in methods:
+        try:
+            studies[m] = optuna.load_study(study_name=spec.study_name(m),
+                                           storage=storage.optuna_storage)
+        except KeyError:
+            raise UserError(f"no study {spec.study_name(m)} in {redact(storage.url)}; run "
+                            f"`classp study run {spec.path}` first") from None
+    chosen = {m: best_params(studies[m], spec) for m in methods}
+    sequence = load_sequence_for(spec)
+    experiment_id = tracking.experiment(spec.sequence)
+    table = {}
+    for m in methods:
+        params, best = chosen[m]
+        name = spec.study_name(m)
+        parent_id = tracking.parent_run(experiment_id, name, {TAG_METHOD: m, TAG_SEQUENCE: spec.sequence})
+        finals = []
+        for seed in spec.confirm_seeds:
+            run_id = tracking.child_run(experiment_id, parent_id, f"confirm-seed{seed}", {
+                TAG_KIND: "confirm", TAG_STUDY: name, TAG_METHOD: m, TAG_SEQUENCE: spec.sequence,
+                TAG_RULE: str(params.get("rule", "-")), "classp.best_trial": str(best.number)})
+            config = RunConfig(sequence=spec.sequence, method=m, method_params=params, seed=seed,
+                               track_updates=True, eval_splits=("val", "test"), **spec.run)
+            logger = RunLogger(tracking.client, run_id, extra_params={
+                "study": name, "best_trial": best.number, "confirm_seed": seed})
+            result = run(config, [logger], sequence=sequence)
+            tracking.finish(run_id, "finished" if result.status == "finished" else "diverged")
+            if result.status == "finished":
+                finals.append(result.accuracy["test"][-1])
+        table[m] = _mean_std(finals, [t.name for t in sequence.tasks])
+        for key, value in table[m].items():
+            if isinstance(value, float):
+                tracking.client.log_metric(parent_id, f"confirm.test.{key}", value)
+    echo(format_confirm_table(spec, table, [t.name for t in sequence.tasks]))
+    return table
+
+
+def _mean_std(finals: list[list[float]], names: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"runs": len(finals)}
+    if not finals:
+        return out
+    columns = list(zip(*finals)) + [tuple(sum(f) / len(f) for f in finals)]
+    for name, values in zip([*names, "acc"], columns):
+        out[f"{name}.mean"] = statistics.fmean(values)
+        out[f"{name}.std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return out
+
+
+def format_confirm_table(spec: StudySpec, table: dict, names: list[str]) -> str:
+    seeds = ", ".join(map(str, spec.confirm_seeds))
+    lines = [f"{spec.name}: test accuracy (%) after the last task, mean +- std over seeds {seeds}"]
+    header = f"{'method':<10}" + "".join(f"{n:>18}" for n in [*names, "mean"])
+    lines.append(header)
+    for method, row in table.items():
+        if not row.get("runs"):
+            lines.append(f"{method:<10}  every confirmation run diverged")
+            continue
+        cells = [f"{100 * row[f'{n}.mean']:.2f} +- {100 * row[f'{n}.std']:.2f}"
+                 for n in [*names, "acc"]]
+        lines.append(f"{method:<10}" + "".join(f"{c:>18}" for c in cells))
+    return "\n".join(lines)
