@@ -42,7 +42,7 @@ def oracle(w0, grads, *, lr, threshold, power, eps, decay, rule):
                 if tensor_passes:
                     s[i] += abs(gi)
                     w[i] -= lr * gi / (s[i] + eps) ** (1 / power) if decay else lr * gi
-                    n[i] += 1
+                    n[i] += gi != 0  # counts weights that moved
     return np.array(w), np.array(s), np.array(n)
 
 
@@ -93,8 +93,11 @@ def test_algorithm_threshold_masks_per_weight_and_the_reference_code_per_tensor(
     _, _, n_ref_high = run_classp(
         w0, grads, foreach=False, lr=0.1, threshold=1.0, rule="reference-code"
     )
+    _, _, n_ref_zero = run_classp(w0, [np.array([0.0, 0.1], dtype=np.float32)], foreach=False,
+                                  lr=0.1, threshold=0.5, rule="reference-code")
     assert n_alg.tolist() == [0, 1]
     assert n_ref.tolist() == [1, 1]  # True > 0.5: nothing masked
+    assert n_ref_zero.tolist() == [0, 1]  # g = 0 passes the mask but does not move
     assert n_ref_high.tolist() == [0, 0]  # True > 1.0 is False: everything masked
 
 

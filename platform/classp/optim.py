@@ -102,8 +102,9 @@ class CLASSP(Optimizer):
         foreach: use the ``torch._foreach_*`` implementation. ``None`` chooses
             as torch's own optimizers do (foreach on CUDA, single tensor on CPU).
         maximize: maximise the objective instead of minimising it.
-        track_updates: keep, per weight, how many steps updated it
-            (``state[p]["update_count"]``, float32, on the parameter's device).
+        track_updates: keep, per weight, how many steps moved it (passed the mask with a
+            non-zero gradient; ``state[p]["update_count"]``, float32, on the parameter's
+            device).
             Counting is one in-place add per tensor and never synchronises
             with the host; :meth:`update_counts` reads them.
     """
@@ -313,8 +314,8 @@ def _single_tensor_classp(
             s.add_(torch.where(mask, g.abs(), 0))  # |g|, the power is discarded
             step = g / _root_(s + eps, power) if decay else g
         param.sub_(torch.where(mask, step, 0), alpha=lr)
-        if counts is not None:
-            counts[i].add_(mask.expand_as(param))
+        if counts is not None:  # the weights this step moved
+            counts[i].add_(mask & (g != 0))
 
 
 # --------------------------------------------------------------------------------------
@@ -356,8 +357,6 @@ def _multi_tensor_classp(
             abs_grad, mask, mask_views, work_views, spare, flat_sum, flat_count,
             threshold=threshold, power=power, eps=eps, decay=decay, rule=rule,
         )
-        if rule == "reference-code" and device_counts is not None:
-            _count_tensors_with_any_gradient(device_grads, device_counts, flat_count)
 
         # w <- w - lr * g * factor; maximising flips the sign of g, and only its sign matters.
         alpha = lr if maximize else -lr
@@ -381,7 +380,9 @@ def _flat_rule(abs_grad, mask, mask_views, work_views, spare, s, count, *, thres
     if rule == "reference-code":
         # Threshold below 1 (1 and above never get here): the published test passes for
         # every tensor with a non-zero gradient, and an all-zero gradient changes nothing,
-        # so nothing needs masking.
+        # so nothing needs masking. The weights that move are those with g != 0.
+        if count is not None:
+            count.add_(torch.gt(abs_grad, 0.0, out=mask))
         s.add_(abs_grad)  # |g| whatever the power
         if not decay:
             return None
@@ -473,14 +474,6 @@ def _avoid_zero_over_zero(denom: Tensor, eps: float) -> None:
     0/0 or g * inf = NaN instead of 0. Where a weight moves, s >= |g|^p > 0 already."""
     if eps == 0:
         denom.clamp_min_(torch.finfo(denom.dtype).tiny)
-
-
-def _count_tensors_with_any_gradient(grads, counts, flat_count) -> None:
-    # The published mask is per tensor: every weight of a tensor with any non-zero
-    # gradient counts as updated. sign(max |g|) is that flag, without a host sync.
-    flags = torch._foreach_sign(torch._foreach_norm(grads, float("inf")))
-    views = _unflatten_dense_tensors(flat_count, counts)
-    torch._foreach_add_(views, [f.expand_as(v) for f, v in zip(flags, views)])
 
 
 def _as_flat(tensors: list[Tensor]) -> tuple[Tensor, bool]:
