@@ -87,7 +87,7 @@ def histogram_figure(histograms: list[dict], title: str):
     from plotly.subplots import make_subplots
 
     names = list(histograms[0]["params"]) if histograms else []
-    cols = min(3, max(1, len(names)))
+    cols = min(2, max(1, len(names)))  # the MLflow UI shows it in a narrow frame
     rows = max(1, -(-len(names) // cols))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=names)
     for t, task in enumerate(histograms):
@@ -99,10 +99,15 @@ def histogram_figure(histograms: list[dict], title: str):
             fig.add_trace(go.Bar(x=centres, y=share, name=f"task {task['task']}: {task['task_name']}",
                                  legendgroup=str(t), showlegend=i == 0,
                                  marker_color=_palette(t)), row=i // cols + 1, col=i % cols + 1)
-    fig.update_layout(title=title, barmode="group", height=320 * rows,
-                      legend_title_text="task")
-    fig.update_xaxes(title_text="fraction of the task's steps that updated the weight", range=[-0.05, 1.05])
-    fig.update_yaxes(title_text="share of weights")
+    fig.update_layout(title=title, barmode="group", height=280 * rows + 80,
+                      legend_title_text="task", margin=dict(l=60, r=20, t=90, b=50))
+    fig.update_xaxes(range=[-0.05, 1.05])
+    for i in range(len(names)):
+        row, col = i // cols + 1, i % cols + 1
+        if row == rows or i + cols >= len(names):
+            fig.update_xaxes(title_text="share of the task's steps that moved it", row=row, col=col)
+        if col == 1:
+            fig.update_yaxes(title_text="share of weights", row=row, col=col)
     return fig
 
 

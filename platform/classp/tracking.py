@@ -32,6 +32,7 @@ TAG_TRIAL = "classp.trial"
 TAG_STATE = "classp.state"  # finished, failed, pruned, diverged
 TAG_VERSION = "classp.code_version"
 
+EXPERIMENT_KIND = "mlflow.experimentKind"
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 
@@ -103,18 +104,24 @@ class Tracking:
     def experiment(self, name: str) -> str:
         """The id of the experiment `name`, created if missing (safe against a race)."""
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        location = None
-        if _is_local_default(self.uri):
-            location = (home() / "artifacts" / name).as_uri()
-        try:
-            return self.client.create_experiment(name, artifact_location=location)
-        except Exception:
-            found = self.client.get_experiment_by_name(name)  # another worker made it
+        if found is None:
+            location = None
+            if _is_local_default(self.uri):
+                location = (home() / "artifacts" / name).as_uri()
+            try:
+                self.client.create_experiment(name, artifact_location=location,
+                                              tags={EXPERIMENT_KIND: "custom_model_development"})
+            except Exception:
+                pass  # another worker made it: read it back below
+            found = self.client.get_experiment_by_name(name)
             if found is None:
-                raise
-            return found.experiment_id
+                raise UserError(f"cannot create the MLflow experiment {name!r} at {redact(self.uri)}")
+        if EXPERIMENT_KIND not in found.tags:
+            # The MLflow 3 UI opens an experiment of unknown kind as a GenAI one (traces);
+            # ours are model training: runs, metrics, artifacts.
+            self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND,
+                                           "custom_model_development")
+        return found.experiment_id
 
     def parent_run(self, experiment_id: str, study_name: str, tags: dict[str, str]) -> str:
         """The study's parent run: found by its tag, or created; a duplicate made by a
