@@ -22,11 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from trial_time import METHOD, stage_data
-
 from classp.data import DataOptions, load_sequence
 from classp.engine import RunConfig, run
 from classp.tracking import RunLogger, Tracking
+from trial_time import METHOD, stage_data
 
 
 def timed_trial(config: RunConfig, sequence, tracking: Tracking | None, experiment_id, parent_id) -> float:

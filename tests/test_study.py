@@ -9,12 +9,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY_STUDY, free_port, run_classp
 from mlflow import MlflowClient
 
 from classp.specs import load_spec
 from classp.study import open_storage, open_study, run_study
 from classp.tracking import TAG_KIND, TAG_STATE
+from support import TINY_STUDY, free_port, run_classp
 
 
 def _client(home: Path, uri: str | None = None) -> MlflowClient:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from classp.errors import UserError
@@ -170,6 +171,20 @@ def _cmd_study_confirm(args) -> int:
     return 0
 
 
+def _cmd_dashboard(args) -> int:
+    import time
+
+    from classp.dashboards import build_dashboard, load_dashboard_spec
+
+    spec = load_dashboard_spec(args.spec)
+    start = time.perf_counter()
+    out = build_dashboard(spec, tracking_uri=args.tracking_uri,
+                          out=Path(args.out) if args.out else None)
+    print(f"wrote {out} in {time.perf_counter() - start:.1f} s (also logged to MLflow, "
+          f"experiment classp-dashboards)")
+    return 0
+
+
 def _cmd_ui(args) -> int:
     import subprocess
 
@@ -218,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
         "confirm", help="re-run the best parameters on fresh seeds, on the test split")
     _add_study_arguments(p_confirm)
     p_confirm.set_defaults(func=_cmd_study_confirm)
+
+    p_dash = sub.add_parser("dashboard", help="build a Plotly dashboard from the tracked runs")
+    p_dash.add_argument("spec", help="dashboard spec, e.g. dashboards/classp-vs-ewc.toml")
+    p_dash.add_argument("--tracking-uri", default=None)
+    p_dash.add_argument("--out", default=None, help="HTML file to write (default: <name>.html)")
+    p_dash.set_defaults(func=_cmd_dashboard)
 
     p_ui = sub.add_parser("ui", help="open the MLflow UI on the local store")
     p_ui.add_argument("--tracking-uri", default=None)

@@ -34,10 +34,11 @@ before anything runs. A spec looks like `studies/split-digits.toml`:
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from classp.data import SEQUENCES
 from classp.engine import SPLITS

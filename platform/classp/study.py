@@ -28,8 +28,18 @@ from typing import Any
 from classp.engine import RunConfig, StopRun, run
 from classp.errors import UserError
 from classp.specs import Choice, FloatRange, MethodSpec, StudySpec
-from classp.tracking import (TAG_KIND, TAG_METHOD, TAG_RULE, TAG_SEQUENCE, TAG_STUDY,
-                             TAG_TRIAL, RunLogger, Tracking, home, redact)
+from classp.tracking import (
+    TAG_KIND,
+    TAG_METHOD,
+    TAG_RULE,
+    TAG_SEQUENCE,
+    TAG_STUDY,
+    TAG_TRIAL,
+    RunLogger,
+    Tracking,
+    home,
+    redact,
+)
 
 HEARTBEAT_SECONDS = int(os.environ.get("CLASSP_HEARTBEAT_SECONDS", "30"))
 
@@ -65,7 +75,7 @@ def open_storage(url: str | None, on_stale_trial=None) -> Storage:
                             f"writable path with --storage") from None
         storage = optuna.storages.JournalStorage(backend)
         return Storage(storage, str(path), lambda name: _file_lock(Path(f"{path}.classp-lock")))
-    if not url.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "sqlite", "mysql"):
+    if url.split("://", 1)[0].split("+", 1)[0] not in ("postgresql", "sqlite", "mysql"):
         raise UserError(f"unsupported storage URL {redact(url)}; use a journal file path or a "
                         f"postgresql:// URL")
     callback = _stale_trial_callback(on_stale_trial)

@@ -1,0 +1,383 @@
+"""The panels: numbers first (`*_info`, NamedTuples), then drawing (`draw_*`).
+
+An info function returns None when the runs it needs are missing; the page shows a
+message in the panel's place instead of an empty figure.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import NamedTuple
+
+from classp.dashboards.runs import ExperimentRuns, RunRecord
+from classp.paper import PUBLISHED_SPLIT, published
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _finished(runs: list[RunRecord]) -> list[RunRecord]:
+    return [r for r in runs if r.state == "finished"]
+
+
+# -- 1. final accuracy per task (the paper's Table 1 as a chart) ------------------------
+
+class Table1Info(NamedTuple):
+    tasks: list[str]
+    methods: list[str]
+    mean: dict[str, list[float]]  # method -> per task, in %
+    std: dict[str, list[float]]
+    runs: dict[str, int]
+    published: dict[str, dict[str, tuple[float, float | None]]]  # method -> task -> (mean, std)
+    published_split: str
+    missing: list[str]  # methods without confirmation runs
+
+
+def table1_info(exp: ExperimentRuns, methods: list[str], split: str) -> Table1Info | None:
+    mean, std, runs, missing, tasks = {}, {}, {}, [], []
+    for m in methods:
+        finished = [r for r in _finished(exp.of("confirm", m)) if r.final_accuracies(split)]
+        if not finished:
+            missing.append(m)
+            continue
+        tasks = tasks or finished[0].tasks
+        per_task = list(zip(*(r.final_accuracies(split) for r in finished)))
+        stats = [_mean_std([100 * v for v in column]) for column in per_task]
+        mean[m], std[m] = [s[0] for s in stats], [s[1] for s in stats]
+        runs[m] = len(finished)
+    if not mean:
+        return None
+    return Table1Info(tasks, [m for m in methods if m in mean], mean, std, runs,
+                      {m: published(exp.sequence, m) for m in methods if published(exp.sequence, m)},
+                      PUBLISHED_SPLIT, missing)
+
+
+def draw_table1(info: Table1Info, split: str):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for m in info.methods:
+        fig.add_trace(go.Bar(name=f"{m} (ours, {split}, n={info.runs[m]})", x=info.tasks,
+                             y=info.mean[m], error_y=dict(type="data", array=info.std[m])))
+    for m, per_task in info.published.items():
+        tasks = [t for t in info.tasks if t in per_task]
+        fig.add_trace(go.Bar(
+            name=f"{m} (paper, {info.published_split})", x=tasks, y=[per_task[t][0] for t in tasks],
+            error_y=dict(type="data", array=[per_task[t][1] or 0 for t in tasks]),
+            marker_pattern_shape="/", opacity=0.6))
+    fig.update_layout(barmode="group", yaxis_title="final accuracy (%)", xaxis_title="task",
+                      title="Final accuracy per task after the last task (confirmation seeds)")
+    return fig
+
+
+# -- 2. accuracy matrices ---------------------------------------------------------------
+
+class MatricesInfo(NamedTuple):
+    tasks: list[str]
+    matrices: dict[str, list[list[float]]]  # method -> mean R (rows: before, after task i)
+    runs: dict[str, int]
+    missing: list[str]
+
+
+def matrices_info(exp: ExperimentRuns, methods: list[str], split: str) -> MatricesInfo | None:
+    matrices, runs, missing, tasks = {}, {}, [], []
+    for m in methods:
+        found = []
+        for r in _finished(exp.of("confirm", m)):
+            doc = exp.artifact_json(r.run_id, "accuracy_matrix.json")
+            if doc and split in doc.get("splits", {}):
+                found.append(doc["splits"][split])
+                tasks = tasks or doc["tasks"]
+        if not found:
+            missing.append(m)
+            continue
+        matrices[m] = [[statistics.fmean(cells) for cells in zip(*rows)] for rows in zip(*found)]
+        runs[m] = len(found)
+    return MatricesInfo(tasks, matrices, runs, missing) if matrices else None
+
+
+def draw_matrices(info: MatricesInfo):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    methods = list(info.matrices)
+    fig = make_subplots(rows=1, cols=len(methods), subplot_titles=[
+        f"{m} (n={info.runs[m]})" for m in methods], horizontal_spacing=0.08)
+    rows = ["before"] + [f"after {t}" for t in info.tasks]
+    for i, m in enumerate(methods):
+        R = info.matrices[m]
+        fig.add_trace(go.Heatmap(z=[[100 * v for v in row] for row in R], x=info.tasks, y=rows,
+                                 zmin=0, zmax=100, colorscale="Viridis", showscale=i == len(methods) - 1,
+                                 text=[[f"{100 * v:.0f}" for v in row] for row in R],
+                                 texttemplate="%{text}", colorbar=dict(title="%")), row=1, col=i + 1)
+        fig.update_yaxes(autorange="reversed", row=1, col=i + 1)
+    fig.update_layout(title="Accuracy matrix R (row: after training task; column: task), mean "
+                            "over confirmation seeds", height=420)
+    return fig
+
+
+# -- 3. forgetting and backward transfer ------------------------------------------------
+
+class ForgettingInfo(NamedTuple):
+    methods: list[str]
+    forgetting: dict[str, tuple[float, float]]  # mean, std (accuracy points, %)
+    bwt: dict[str, tuple[float, float]]
+    missing: list[str]
+
+
+def forgetting_info(exp: ExperimentRuns, methods: list[str], split: str) -> ForgettingInfo | None:
+    forgetting, bwt, missing = {}, {}, []
+    for m in methods:
+        finished = [r for r in _finished(exp.of("confirm", m)) if f"{split}.bwt" in r.metrics]
+        if not finished:
+            missing.append(m)
+            continue
+        forgetting[m] = _mean_std([100 * r.metrics[f"{split}.forgetting"] for r in finished])
+        bwt[m] = _mean_std([100 * r.metrics[f"{split}.bwt"] for r in finished])
+    if not forgetting:
+        return None
+    return ForgettingInfo(list(forgetting), forgetting, bwt, missing)
+
+
+def draw_forgetting(info: ForgettingInfo):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for label, values in (("forgetting", info.forgetting), ("BWT", info.bwt)):
+        fig.add_trace(go.Bar(name=label, x=info.methods, y=[values[m][0] for m in info.methods],
+                             error_y=dict(type="data", array=[values[m][1] for m in info.methods])))
+    fig.update_layout(barmode="group", yaxis_title="accuracy points (%)",
+                      title="Forgetting (lower is better) and backward transfer (higher is better)")
+    return fig
+
+
+# -- 4. old-task against new-task accuracy, with Pareto fronts --------------------------
+
+class ParetoInfo(NamedTuple):
+    points: dict[str, list[tuple[float, float, int]]]  # method -> (old, new, trial)
+    fronts: dict[str, list[tuple[float, float, int]]]
+    missing: list[str]
+
+
+def pareto_front(points: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
+    """The points no other point beats on both old- and new-task accuracy, by old."""
+    front = [p for p in points if not any(
+        q[0] >= p[0] and q[1] >= p[1] and (q[0] > p[0] or q[1] > p[1]) for q in points)]
+    return sorted(front)
+
+
+def pareto_info(exp: ExperimentRuns, methods: list[str], split: str = "val") -> ParetoInfo | None:
+    points, fronts, missing = {}, {}, []
+    for m in methods:
+        pts = []
+        for r in _finished(exp.of("trial", m)):
+            finals = r.final_accuracies(split)
+            if finals and len(finals) > 1:
+                pts.append((statistics.fmean(finals[:-1]), finals[-1], r.trial))
+        if not pts:
+            missing.append(m)
+            continue
+        points[m], fronts[m] = pts, pareto_front(pts)
+    return ParetoInfo(points, fronts, missing) if points else None
+
+
+def draw_pareto(info: ParetoInfo):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for i, (m, pts) in enumerate(info.points.items()):
+        colour = _colour(i)
+        fig.add_trace(go.Scatter(x=[100 * p[0] for p in pts], y=[100 * p[1] for p in pts],
+                                 mode="markers", name=f"{m} trials", marker=dict(color=colour, opacity=0.5),
+                                 text=[f"trial {p[2]}" for p in pts]))
+        front = info.fronts[m]
+        fig.add_trace(go.Scatter(x=[100 * p[0] for p in front], y=[100 * p[1] for p in front],
+                                 mode="lines+markers", name=f"{m} Pareto front",
+                                 line=dict(color=colour), marker=dict(size=9)))
+    fig.update_layout(xaxis_title="old tasks: mean final accuracy (%)",
+                      yaxis_title="new (last) task: final accuracy (%)",
+                      title="Every trial: remembering against learning (validation split)")
+    return fig
+
+
+# -- 5. optimisation history ------------------------------------------------------------
+
+class HistoryInfo(NamedTuple):
+    objective: str
+    values: dict[str, list[tuple[int, float]]]  # method -> (trial, value), finished trials
+    best: dict[str, list[tuple[int, float]]]  # method -> running best
+    missing: list[str]
+
+
+def history_info(exp: ExperimentRuns, methods: list[str]) -> HistoryInfo | None:
+    values, best, missing, objective = {}, {}, [], ""
+    for m in methods:
+        pts = []
+        for r in exp.of("trial", m, "finished"):
+            keys = sorted(k for k in r.metrics if k.startswith("objective."))
+            if keys and r.trial is not None:
+                objective = objective or keys[0]
+                pts.append((r.trial, r.metrics[keys[0]]))
+        if not pts:
+            missing.append(m)
+            continue
+        pts.sort()
+        running, top = [], float("-inf")
+        for trial, v in pts:
+            top = max(top, v)
+            running.append((trial, top))
+        values[m], best[m] = pts, running
+    if not values:
+        return None
+    return HistoryInfo(objective.removeprefix("objective."), values, best, missing)
+
+
+def draw_history(info: HistoryInfo):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for i, m in enumerate(info.values):
+        colour = _colour(i)
+        fig.add_trace(go.Scatter(x=[p[0] for p in info.values[m]], y=[p[1] for p in info.values[m]],
+                                 mode="markers", name=f"{m}", marker=dict(color=colour)))
+        fig.add_trace(go.Scatter(x=[p[0] for p in info.best[m]], y=[p[1] for p in info.best[m]],
+                                 mode="lines", name=f"{m} best so far", line=dict(color=colour, shape="hv")))
+    fig.update_layout(xaxis_title="trial", yaxis_title=info.objective,
+                      title="Optimisation history per study (finished trials)")
+    return fig
+
+
+# -- 6. update-sparsity histograms, side by side ----------------------------------------
+
+class SparsityInfo(NamedTuple):
+    params: list[str]
+    # method -> parameter -> (bin centres as a share of steps, share of weights)
+    histograms: dict[str, dict[str, tuple[list[float], list[float]]]]
+    source: dict[str, str]  # method -> which run
+    missing: list[str]
+
+
+def sparsity_info(exp: ExperimentRuns, methods: list[str]) -> SparsityInfo | None:
+    """Per method, the best finished trial's histograms, summed over tasks."""
+    histograms, source, missing, params = {}, {}, [], []
+    for m in methods:
+        trials = [r for r in exp.of("trial", m, "finished") if any(k.startswith("objective.") for k in r.metrics)]
+        doc, best = None, None
+        for r in sorted(trials, key=lambda r: -max(v for k, v in r.metrics.items() if k.startswith("objective."))):
+            doc = exp.artifact_json(r.run_id, "sparsity/update_histograms.json")
+            if doc:
+                best = r
+                break
+        if not doc:
+            missing.append(m)
+            continue
+        per_param = {}
+        for name in doc["tasks"][0]["params"]:
+            centres, shares = _combine_tasks([t["params"][name] for t in doc["tasks"]])
+            per_param[name] = (centres, shares)
+        params = params or list(per_param)
+        histograms[m], source[m] = per_param, f"trial {best.trial}"
+    return SparsityInfo(params, histograms, source, missing) if histograms else None
+
+
+def _combine_tasks(hists: list[dict], bins: int = 10) -> tuple[list[float], list[float]]:
+    """Re-bin each task's histogram on the share of its steps, then pool the tasks."""
+    totals = [0.0] * bins
+    numel = 0
+    for h in hists:
+        numel += h["numel"]
+        for (lo, hi), count in zip(zip(h["edges"][:-1], h["edges"][1:]), h["counts"]):
+            share = min(max((lo + hi) / 2 / h["steps"], 0.0), 1.0)
+            totals[min(int(share * bins), bins - 1)] += count
+    centres = [(i + 0.5) / bins for i in range(bins)]
+    return centres, [t / numel for t in totals]
+
+
+def draw_sparsity(info: SparsityInfo):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    cols = min(3, len(info.params))
+    rows = -(-len(info.params) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=info.params)
+    for i, m in enumerate(info.histograms):
+        for k, name in enumerate(info.params):
+            if name not in info.histograms[m]:
+                continue
+            centres, shares = info.histograms[m][name]
+            fig.add_trace(go.Bar(x=centres, y=shares, name=f"{m} ({info.source[m]})", legendgroup=m,
+                                 showlegend=k == 0, marker_color=_colour(i)),
+                          row=k // cols + 1, col=k % cols + 1)
+    fig.update_layout(barmode="group", height=300 * rows + 100,
+                      title="Per-weight update counts: share of each task's steps that moved a "
+                            "weight (all tasks pooled)")
+    fig.update_xaxes(range=[0, 1])
+    return fig
+
+
+# -- 7. memory kept across tasks --------------------------------------------------------
+
+class MemoryInfo(NamedTuple):
+    methods: list[str]
+    state_bytes: dict[str, float]
+    missing: list[str]
+
+
+def memory_info(exp: ExperimentRuns, methods: list[str]) -> MemoryInfo | None:
+    state, missing = {}, []
+    for m in methods:
+        values = [r.metrics["state_bytes"] for r in _finished(exp.of("confirm", m) or exp.of("trial", m))
+                  if "state_bytes" in r.metrics]
+        if not values:
+            missing.append(m)
+            continue
+        state[m] = statistics.median(values)
+    return MemoryInfo(list(state), state, missing) if state else None
+
+
+def draw_memory(info: MemoryInfo):
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Bar(x=info.methods, y=[info.state_bytes[m] / 1e6 for m in info.methods],
+                           text=[f"{info.state_bytes[m] / 1e6:.2f} MB" for m in info.methods],
+                           textposition="outside"))
+    fig.update_layout(yaxis_title="MB kept across tasks",
+                      title="Memory each method keeps across tasks (measured from its tensors)")
+    return fig
+
+
+# -- 8. summary table -------------------------------------------------------------------
+
+class SummaryInfo(NamedTuple):
+    header: list[str]
+    rows: list[list[str]]
+
+
+def summary_info(exp: ExperimentRuns, methods: list[str], split: str) -> SummaryInfo:
+    header = ["method", "trials (finished / pruned / failed)", "confirmation runs",
+              f"ACC {split} (%)", f"BWT {split}", f"forgetting {split}", "state kept (MB)"]
+    rows = []
+    for m in methods:
+        trials = exp.of("trial", m)
+        counts = [sum(r.state == s for r in trials) for s in ("finished", "pruned")]
+        failed = sum(r.state in ("failed", "diverged") for r in trials)
+        confirm = [r for r in _finished(exp.of("confirm", m)) if f"{split}.acc" in r.metrics]
+
+        def cell(key: str, scale: float = 100.0, confirm=confirm) -> str:
+            if not confirm:
+                return "-"
+            mean, std = _mean_std([scale * r.metrics[key] for r in confirm])
+            return f"{mean:.2f} +- {std:.2f}"
+
+        state = [r.metrics["state_bytes"] for r in confirm or _finished(trials) if "state_bytes" in r.metrics]
+        rows.append([m, f"{counts[0]} / {counts[1]} / {failed}", str(len(confirm)),
+                     cell(f"{split}.acc"), cell(f"{split}.bwt"), cell(f"{split}.forgetting"),
+                     f"{statistics.median(state) / 1e6:.3f}" if state else "-"])
+    return SummaryInfo(header, rows)
+
+
+def _colour(i: int) -> str:
+    return ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2"][i % 7]

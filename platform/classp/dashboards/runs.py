@@ -1,0 +1,78 @@
+"""What the dashboards read from MLflow: the runs of one experiment, as plain records."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from classp.tracking import TAG_KIND, TAG_METHOD, TAG_STATE, TAG_TRIAL
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    kind: str  # "study", "trial" or "confirm"
+    method: str
+    state: str  # finished, pruned, failed, diverged (trials and confirm runs)
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    trial: int | None = None
+
+    @property
+    def tasks(self) -> list[str]:
+        return self.params.get("tasks", "").split(",") if self.params.get("tasks") else []
+
+    def final_accuracies(self, split: str) -> list[float] | None:
+        """Final accuracy on every task (from the `<split>.final_acc_task<j>` metrics)."""
+        values, j = [], 1
+        while f"{split}.final_acc_task{j}" in self.metrics:
+            values.append(self.metrics[f"{split}.final_acc_task{j}"])
+            j += 1
+        return values or None
+
+
+@dataclass
+class ExperimentRuns:
+    """The runs of one task sequence, with artifact access through the same client."""
+
+    sequence: str
+    runs: list[RunRecord]
+    client: Any
+
+    def of(self, kind: str, method: str, state: str | None = None) -> list[RunRecord]:
+        return [r for r in self.runs if r.kind == kind and r.method == method
+                and (state is None or r.state == state)]
+
+    def artifact_json(self, run_id: str, path: str) -> dict | None:
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                local = self.client.download_artifacts(run_id, path, folder)
+                return json.loads(Path(local).read_text())
+        except Exception:  # a run without that artifact (pruned early, say)
+            return None
+
+
+def load_experiment(client, sequence: str) -> ExperimentRuns | None:
+    """All classp runs of the experiment named after the sequence; None if it does not exist."""
+    experiment = client.get_experiment_by_name(sequence)
+    if experiment is None:
+        return None
+    records, token = [], None
+    while True:
+        page = client.search_runs([experiment.experiment_id], f"tags.`{TAG_KIND}` != ''",
+                                  max_results=1000, page_token=token)
+        for run in page:
+            tags = run.data.tags
+            trial = tags.get(TAG_TRIAL)
+            records.append(RunRecord(
+                run_id=run.info.run_id, kind=tags.get(TAG_KIND, ""), method=tags.get(TAG_METHOD, ""),
+                state=tags.get(TAG_STATE, "running" if run.info.status == "RUNNING" else ""),
+                metrics=dict(run.data.metrics), params=dict(run.data.params),
+                trial=int(trial) if trial is not None and trial.isdigit() else None))
+        token = page.token
+        if not token:
+            break
+    return ExperimentRuns(sequence, records, client)

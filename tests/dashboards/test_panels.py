@@ -1,0 +1,81 @@
+"""Each panel's numbers, from runs with known values (no browser)."""
+
+from __future__ import annotations
+
+import pytest
+
+from classp.dashboards import panels as P
+from classp.dashboards.runs import load_experiment
+
+
+@pytest.fixture
+def exp(tracked):
+    return load_experiment(tracked.client, "split-digits")
+
+
+def test_table1_is_mean_and_std_over_confirmation_seeds(exp):
+    info = P.table1_info(exp, ["classp", "ewc", "sgd"], "test")
+    assert info.tasks == ["a", "b"] and info.missing == ["sgd"]
+    assert info.mean["classp"] == pytest.approx([85.0, 80.0])
+    assert info.std["classp"] == pytest.approx([7.0710678, 14.1421356])
+    assert info.mean["ewc"] == pytest.approx([50.0, 90.0]) and info.runs["ewc"] == 2
+    assert info.published == {}  # split-digits is not one of the paper's sequences
+
+
+def test_table1_carries_the_paper_numbers_for_the_paper_sequence(exp):
+    exp.sequence = "mnist-fmnist"
+    info = P.table1_info(exp, ["classp", "ewc"], "test")
+    assert info.published["classp"]["mnist"] == (91.05, 1.94)
+    assert info.published["ewc"]["mnist"] == (68.52, None)
+
+
+def test_matrices_are_the_mean_of_the_seeds_matrices(exp):
+    info = P.matrices_info(exp, ["classp", "ewc"], "test")
+    flat = [v for row in info.matrices["classp"] for v in row]
+    assert flat == pytest.approx([0.1, 0.1, 1.0, 0.2, 0.85, 0.8])
+    assert info.runs == {"classp": 2, "ewc": 2}
+
+
+def test_forgetting_and_bwt(exp):
+    info = P.forgetting_info(exp, ["classp", "ewc"], "test")
+    assert info.forgetting["classp"][0] == pytest.approx(15.0)
+    assert info.bwt["ewc"][0] == pytest.approx(-50.0)
+
+
+def test_pareto_front_keeps_the_undominated_trials(exp):
+    info = P.pareto_info(exp, ["classp", "ewc"])
+    assert sorted(p[:2] for p in info.points["classp"]) == [(0.4, 0.5), (0.5, 0.9), (0.8, 0.6)]
+    assert [p[:2] for p in info.fronts["classp"]] == [(0.5, 0.9), (0.8, 0.6)]  # (0.4, 0.5) is beaten
+    assert [p[:2] for p in info.fronts["ewc"]] == [(0.2, 0.9), (0.3, 0.95)][1:]
+
+
+def test_pareto_front_function():
+    pts = [(1, 1, 0), (2, 0, 1), (0, 2, 2), (0.5, 0.5, 3), (2, 0, 4)]
+    assert P.pareto_front(pts) == [(0, 2, 2), (1, 1, 0), (2, 0, 1), (2, 0, 4)]
+
+
+def test_history_has_values_and_the_running_best(exp):
+    info = P.history_info(exp, ["classp"])
+    assert info.objective == "val_accuracy"
+    assert info.values["classp"] == [(0, 0.7), (1, 0.7), (2, 0.45)]
+    assert info.best["classp"] == [(0, 0.7), (1, 0.7), (2, 0.7)]
+
+
+def test_sparsity_histograms_side_by_side(exp):
+    info = P.sparsity_info(exp, ["classp", "ewc"])
+    centres, shares = info.histograms["classp"]["w"]
+    assert sum(shares) == pytest.approx(1.0)
+    assert shares[0] == pytest.approx(0.7) and shares[-1] == pytest.approx(0.3)
+    assert info.histograms["ewc"]["w"][1][-1] == pytest.approx(1.0)  # EWC moves every weight
+
+
+def test_memory_is_the_measured_state(exp):
+    info = P.memory_info(exp, ["classp", "ewc"])
+    assert info.state_bytes == {"classp": 4000.0, "ewc": 8000.0}
+
+
+def test_summary_counts_trials_by_state(exp):
+    info = P.summary_info(exp, ["classp", "ewc", "sgd"], "test")
+    classp, ewc, sgd = info.rows
+    assert classp[1] == "3 / 1 / 0" and classp[2] == "2" and classp[3] == "82.50 +- 3.54"
+    assert sgd[1:] == ["0 / 0 / 0", "0", "-", "-", "-", "-"]
