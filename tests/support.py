@@ -64,3 +64,69 @@ def run_classp(*args, env=None, timeout=600):
     return subprocess.run([sys.executable, "-m", "classp.cli", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+# ----------------------------------------------------------------------------------------
+# A real PostgreSQL server on loopback (the distributed path).
+# ----------------------------------------------------------------------------------------
+
+
+def postgres_bin() -> Path | None:
+    import glob
+    import shutil
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster: `initdb` in a temporary folder, password login on
+    127.0.0.1, databases `optuna` and `mlflow`. As root, it runs as the `postgres` user
+    (PostgreSQL refuses to run as root)."""
+
+    def __init__(self, bin_dir: Path):
+        import secrets
+        import tempfile
+
+        self.bin = bin_dir
+        self.folder = Path(tempfile.mkdtemp(prefix="classp-pg-"))
+        self.port = free_port()
+        self.user, self.password = "classp", secrets.token_hex(12)
+        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_postgres:
+            import shutil
+
+            shutil.chown(self.folder, "postgres")
+        pwfile = self.folder / "pw"
+        pwfile.write_text(self.password)
+        if self.as_postgres:
+            import shutil
+
+            shutil.chown(pwfile, "postgres")
+        self._run(self.bin / "initdb", "-D", self.folder / "data", "-U", self.user,
+                  f"--pwfile={pwfile}", "-A", "scram-sha-256", "--no-sync")
+        self.start()
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            for db in ("optuna", "mlflow"):
+                conn.execute(f"CREATE DATABASE {db}")
+
+    def _run(self, *args) -> None:
+        subprocess.run([*self.as_postgres, *map(str, args)], check=True, capture_output=True,
+                       cwd=self.folder)
+
+    def url(self, database: str = "optuna", password: str | None = None) -> str:
+        return (f"postgresql://{self.user}:{password or self.password}@127.0.0.1:{self.port}/"
+                f"{database}")
+
+    def start(self) -> None:
+        self._run(self.bin / "pg_ctl", "-D", self.folder / "data", "-l", self.folder / "log",
+                  "-w", "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+                  f"-c max_connections=200 -c fsync=off", "start")
+
+    def stop(self) -> None:
+        self._run(self.bin / "pg_ctl", "-D", self.folder / "data", "-m", "fast", "-w", "stop")

@@ -128,11 +128,7 @@ def _postgres_lock(storage, name: str):
 
 def _stale_trial_callback(on_stale_trial):
     """Retry a trial whose worker died (heartbeat stale), and tell the tracker."""
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "experimental"
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+    retry = _retry_callback()
 
     def callback(study, trial):
         if on_stale_trial is not None:
@@ -340,8 +336,8 @@ def counted_trials(study) -> int:
     import optuna
 
     trials = study.get_trials(deepcopy=False)
-    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
-    return sum(t._trial_id not in retried and t.state != optuna.trial.TrialState.WAITING
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return sum(t.number not in retried and t.state != optuna.trial.TrialState.WAITING
                for t in trials)
 
 
@@ -404,8 +400,9 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
             tracking.client.log_param(parent_id, "storage", redact(storage.url))
         objective = Objective(spec, spec.method(method), sequence, tracking, experiment_id, parent_id)
         recorder = TrialRecorder(tracking, parent_id, objective_names(spec))
-        ran = _work(study, objective, storage, name, target, spec.timeout_minutes, [recorder],
-                    progress, method)
+        reconcile_runs(tracking, experiment_id, study)
+        ran = _work(study, objective, storage, name, target, spec.timeout_minutes, recorder,
+                    tracking, progress, method)
         tracking.client.set_terminated(parent_id, "FINISHED")
         summary[method] = {"study": name, "trials_run_here": ran, "trials": counted_trials(study),
                            "parent_run_id": parent_id}
@@ -432,12 +429,14 @@ def _close_stale_run(tracking: Tracking):
 
 
 def _work(study, objective, storage: Storage, name: str, target: int | None,
-          timeout_minutes: float | None, callbacks, progress: bool, label: str) -> int:
+          timeout_minutes: float | None, recorder, tracking: Tracking, progress: bool,
+          label: str) -> int:
     """Ask, run and tell trials until the study has `target` of them (or time is up)."""
     import optuna
     from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 
     deadline = time.monotonic() + timeout_minutes * 60 if timeout_minutes else None
+    heartbeat = is_heartbeat_enabled(study._storage)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -447,30 +446,39 @@ def _work(study, objective, storage: Storage, name: str, target: int | None,
     ran = 0
     try:
         while deadline is None or time.monotonic() < deadline:
+            trial = None
             with storage.lock(name):
-                if is_heartbeat_enabled(study._storage):
+                if heartbeat:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         optuna.storages.fail_stale_trials(study)
-                if target is not None and counted_trials(study) >= target:
+                enough = target is not None and counted_trials(study) >= target
+                if not enough:
+                    with warnings.catch_warnings():
+                        # "Heartbeat ... supposed to be used with Study.optimize": this loop
+                        # is optimize's own, written out, with the heartbeat thread below.
+                        warnings.simplefilter("ignore")
+                        trial = study.ask()
+                elif not (heartbeat and _running(study)):
                     break
-                trial = study.ask()
+            if trial is None:
+                # Enough trials, but some still run elsewhere: if their worker died, the
+                # heartbeat fails them and their retry is this worker's to run.
+                time.sleep(max(1.0, HEARTBEAT_SECONDS / 2))
+                continue
             state, values = optuna.trial.TrialState.COMPLETE, None
             with get_heartbeat_thread(trial._trial_id, study._storage):
                 try:
                     values = objective(trial)
                 except optuna.TrialPruned:
                     state = optuna.trial.TrialState.PRUNED
-                except BaseException:
+                except BaseException as exc:
                     frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                    for cb in callbacks:
-                        cb(study, frozen)
-                    raise
+                    _after_failure(study, frozen, exc, tracking, recorder)
             if values is not None and any(math.isnan(v) for v in values):
                 state, values = optuna.trial.TrialState.FAIL, None
             frozen = study.tell(trial, values, state=state)
-            for cb in callbacks:
-                cb(study, frozen)
+            _record(study, frozen, tracking, recorder)
             ran += 1
             if bar is not None:
                 bar.update(1)
@@ -478,6 +486,80 @@ def _work(study, objective, storage: Storage, name: str, target: int | None,
         if bar is not None:
             bar.close()
     return ran
+
+
+def _running(study) -> bool:
+    import optuna
+
+    return any(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+
+
+def _tracking_down(tracking: Tracking) -> bool:
+    try:
+        tracking.check()
+    except UserError:
+        return True
+    return False
+
+
+def _lost_tracking(tracking: Tracking, what: str) -> UserError:
+    return UserError(f"lost the MLflow tracking store at {redact(tracking.uri)} {what}; finished "
+                     f"trials are kept in the Optuna storage: bring the server back and run the "
+                     f"same command again to finish the study")
+
+
+def _after_failure(study, frozen, exc: BaseException, tracking: Tracking, recorder) -> None:
+    """A trial ended by an exception. If the tracking server went away, or the user pressed
+    Ctrl-C, the hyper-parameters are not to blame: queue the trial again and say so."""
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    if interrupted or _tracking_down(tracking):
+        _retry_callback()(study, frozen)
+        if interrupted:
+            with contextlib.suppress(Exception):
+                recorder(study, frozen)
+            raise exc
+        raise _lost_tracking(tracking, f"during trial {frozen.number} (queued to run again)") from None
+    with contextlib.suppress(Exception):
+        recorder(study, frozen)
+    raise exc
+
+
+def _record(study, frozen, tracking: Tracking, recorder) -> None:
+    try:
+        recorder(study, frozen)
+    except Exception:
+        if _tracking_down(tracking):
+            raise _lost_tracking(tracking, f"after trial {frozen.number} finished") from None
+        raise
+
+
+def _retry_callback():
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental"
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+
+
+def reconcile_runs(tracking: Tracking, experiment_id: str, study) -> int:
+    """End MLflow runs left RUNNING by trials that are over (a worker killed, a tracking
+    server lost before the run could be closed). Returns how many were closed."""
+    import optuna
+
+    by_run = {t.user_attrs.get("mlflow_run_id"): t for t in study.get_trials(deepcopy=False)}
+    running = tracking.client.search_runs(
+        [experiment_id], f"tags.`{TAG_STUDY}` = '{study.study_name}' and "
+                         f"tags.`{TAG_KIND}` = 'trial' and attributes.status = 'RUNNING'")
+    closed = 0
+    for mlflow_run in running:
+        trial = by_run.get(mlflow_run.info.run_id)
+        if trial is None or not trial.state.is_finished():
+            continue
+        state = {optuna.trial.TrialState.COMPLETE: "finished",
+                 optuna.trial.TrialState.PRUNED: "pruned"}.get(trial.state, "failed")
+        tracking.finish(mlflow_run.info.run_id, state)
+        closed += 1
+    return closed
 
 
 # --------------------------------------------------------------------------------------
