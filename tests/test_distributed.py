@@ -12,10 +12,17 @@ import time
 import optuna
 import pytest
 from mlflow import MlflowClient
-from support import (TINY_STUDY, Postgres, free_port, postgres_bin, run_classp,
-                     start_mlflow_server, stop_process)
 
 from classp.tracking import TAG_KIND, TAG_STUDY
+from support import (
+    TINY_STUDY,
+    Postgres,
+    free_port,
+    postgres_bin,
+    run_classp,
+    start_mlflow_server,
+    stop_process,
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +76,7 @@ def test_two_workers_share_one_study_exactly(postgres, tracking_server, tmp_path
     spec = _spec(tmp_path, "two-workers")
     workers = [_worker(spec, 6, postgres.url(), tracking_server, tmp_path / f"w{i}") for i in range(2)]
     outputs = [w.communicate(timeout=600) for w in workers]
-    for w, (out, err) in zip(workers, outputs):
+    for w, (_out, err) in zip(workers, outputs):
         assert w.returncode == 0, err
         assert "Traceback" not in err and "lock" not in err.lower()
     trials = _study(postgres, "two-workers").get_trials()
