@@ -2,14 +2,46 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import numpy as np
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
+    """Write an IDX file (the MNIST format): magic, dimensions, then uint8 data."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + b"".join(
+        struct.pack(">I", d) for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if compress:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def make_mnist_like(folder: Path, n_train: int = 200, n_test: int = 100, seed: int = 0,
+                    compress: bool = False) -> None:
+    """Images whose brightness encodes the label, so that a model can learn them."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        images = rng.integers(0, 40, size=(n, 28, 28))
+        for i, label in enumerate(labels):
+            images[i, 4 + 2 * label: 6 + 2 * label, 4:24] = 250  # a bar at a label-given row
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images, compress)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels, compress)
+
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_STUDY = REPO / "tests" / "fixtures" / "tiny-study.toml"

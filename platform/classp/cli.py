@@ -185,6 +185,17 @@ def _cmd_dashboard(args) -> int:
     return 0
 
 
+def _cmd_reproduce(args) -> int:
+    from classp.reproduce import load_reproduce_spec, reproduce
+
+    spec = load_reproduce_spec(args.spec)
+    reproduce(spec, seeds=args.seeds, subsample=args.subsample,
+              data_dir=Path(args.data_dir) if args.data_dir else None, download=args.download,
+              mnist_stand_in=Path(args.mnist_stand_in) if args.mnist_stand_in else None,
+              tracking_uri=args.tracking_uri, device=args.device)
+    return 0
+
+
 def _cmd_ui(args) -> int:
     import subprocess
 
@@ -239,6 +250,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_dash.add_argument("--tracking-uri", default=None)
     p_dash.add_argument("--out", default=None, help="HTML file to write (default: <name>.html)")
     p_dash.set_defaults(func=_cmd_dashboard)
+
+    p_rep = sub.add_parser("reproduce", help="rerun the paper's tables beside its numbers")
+    p_rep.add_argument("spec", help="e.g. studies/paper-table1.toml")
+    p_rep.add_argument("--seeds", type=int, default=None, help="seeds per row (default: the spec's)")
+    p_rep.add_argument("--subsample", type=float, default=1.0,
+                       help="keep this fraction of every split (said in the table's title)")
+    p_rep.add_argument("--data-dir", default=None)
+    p_rep.add_argument("--download", action="store_true")
+    p_rep.add_argument("--mnist-stand-in", default=None, metavar="DIR",
+                       help="a folder with MNIST's t10k files: its test set stands in for MNIST "
+                            "where the training set cannot be had (said in the title)")
+    p_rep.add_argument("--tracking-uri", default=None)
+    p_rep.add_argument("--device", default="auto")
+    p_rep.set_defaults(func=_cmd_reproduce)
 
     p_ui = sub.add_parser("ui", help="open the MLflow UI on the local store")
     p_ui.add_argument("--tracking-uri", default=None)
