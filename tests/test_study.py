@@ -197,3 +197,28 @@ def test_a_bad_spec_is_one_line_and_leaves_existing_runs_intact(classp_home, tmp
     assert len(_trials(classp_home, "tiny.sgd")) == 1
     run, = _runs(_client(classp_home), "trial")
     assert run.info.status == "FINISHED"
+
+
+def test_classp_ui_serves_the_local_store(classp_home):
+    import os
+    import subprocess
+    import sys
+
+    from support import stop_process, wait_for_http
+
+    assert run_classp("study", "run", TINY_STUDY, "--n-trials", "1", "--method", "sgd").returncode == 0
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "classp.cli", "ui", "--port", str(port)],
+                          env={**os.environ, "CLASSP_HOME": str(classp_home)},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", process=ui)
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        exp = client.get_experiment_by_name("split-digits")
+        assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the runs view
+        runs = client.search_runs([exp.experiment_id], "tags.`classp.kind` = 'trial'")
+        assert len(runs) == 1
+        artifacts = [a.path for a in client.list_artifacts(runs[0].info.run_id, "sparsity")]
+        assert "sparsity/update_histograms.html" in artifacts
+    finally:
+        stop_process(ui)
