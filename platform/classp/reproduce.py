@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
 from classp.data import SEQUENCES, DataOptions, load_sequence
 from classp.engine import RunConfig, run
 from classp.errors import UserError
 from classp.methods import METHODS, build_method
+from classp.tomlfile import read_toml
 from classp.tracking import TAG_KIND, TAG_METHOD, TAG_RULE, TAG_SEQUENCE, RunLogger, Tracking
 
 RULES_COMPARED = ("reference-code", "algorithm")
@@ -52,14 +52,7 @@ class ReproduceSpec:
 
 
 def load_reproduce_spec(path: str | Path) -> ReproduceSpec:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"reproduce spec not found: {path}; give a file such as "
-                        f"studies/paper-table1.toml")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    path, data = read_toml(path, "reproduce spec", "studies/paper-table1.toml")
 
     def fail(key: str, problem: str):
         raise UserError(f"{path}: {key}: {problem}")

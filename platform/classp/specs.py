@@ -38,13 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from classp.data import SEQUENCES
 from classp.engine import SPLITS
 from classp.errors import UserError
 from classp.methods import METHODS
 from classp.models import MODELS
+from classp.tomlfile import read_toml
 
 OBJECTIVES = ("accuracy", "old-new")
 SAMPLERS = ("tpe", "random")
@@ -155,14 +154,7 @@ def _names(types: tuple) -> str:
 
 
 def load_spec(path: str | Path) -> StudySpec:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"study spec not found: {path}; give the path of a .toml file such as "
-                        f"studies/split-digits.toml")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    path, data = read_toml(path, "study spec", "studies/split-digits.toml")
     return parse_spec(data, path)
 
 

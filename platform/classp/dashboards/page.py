@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from classp.dashboards import panels as P
 from classp.dashboards.runs import ExperimentRuns, load_experiment
@@ -20,31 +22,28 @@ WHAT_TO_RUN = {
 }
 
 
-def _panel(spec: DashboardSpec, exp: ExperimentRuns, name: str):
-    """(title, figure or None, message or None, missing methods) for one panel."""
-    methods, split = list(spec.methods), spec.split
-    if name == "table1":
-        info = P.table1_info(exp, methods, split)
-        return "Final accuracy per task", info and P.draw_table1(info, split), "confirm", info
-    if name == "matrices":
-        info = P.matrices_info(exp, methods, split)
-        return "Accuracy matrices", info and P.draw_matrices(info), "confirm", info
-    if name == "forgetting":
-        info = P.forgetting_info(exp, methods, split)
-        return "Forgetting and BWT", info and P.draw_forgetting(info), "confirm", info
-    if name == "pareto":
-        info = P.pareto_info(exp, methods)
-        return "Old against new task", info and P.draw_pareto(info), "trial", info
-    if name == "history":
-        info = P.history_info(exp, methods)
-        return "Optimisation history", info and P.draw_history(info), "trial", info
-    if name == "sparsity":
-        info = P.sparsity_info(exp, methods)
-        return "Update sparsity", info and P.draw_sparsity(info), "trial", info
-    if name == "memory":
-        info = P.memory_info(exp, methods)
-        return "Memory kept across tasks", info and P.draw_memory(info), "trial", info
-    raise ValueError(name)
+class _Panel(NamedTuple):
+    title: str
+    info: Callable  # (experiment runs, methods, split) -> NamedTuple or None
+    draw: Callable  # (info, split) -> figure
+    needs: str  # which runs: "confirm" or "trial"
+
+
+PANELS = {
+    "table1": _Panel("Final accuracy per task", P.table1_info, P.draw_table1, "confirm"),
+    "matrices": _Panel("Accuracy matrices", P.matrices_info,
+                       lambda info, split: P.draw_matrices(info), "confirm"),
+    "forgetting": _Panel("Forgetting and BWT", P.forgetting_info,
+                         lambda info, split: P.draw_forgetting(info), "confirm"),
+    "pareto": _Panel("Old against new task", lambda exp, methods, split: P.pareto_info(exp, methods),
+                     lambda info, split: P.draw_pareto(info), "trial"),
+    "history": _Panel("Optimisation history", lambda exp, methods, split: P.history_info(exp, methods),
+                      lambda info, split: P.draw_history(info), "trial"),
+    "sparsity": _Panel("Update sparsity", lambda exp, methods, split: P.sparsity_info(exp, methods),
+                       lambda info, split: P.draw_sparsity(info), "trial"),
+    "memory": _Panel("Memory kept across tasks", lambda exp, methods, split: P.memory_info(exp, methods),
+                     lambda info, split: P.draw_memory(info), "trial"),
+}
 
 
 def _message(text: str) -> str:
@@ -79,11 +78,13 @@ def render(spec: DashboardSpec, experiments: dict[str, ExperimentRuns | None]) -
                 parts.append('<div class="panel" data-panel="summary"><h3>Summary</h3>'
                              f"{_table(P.summary_info(exp, list(spec.methods), spec.split))}</div>")
                 continue
-            title, figure, needs, info = _panel(spec, exp, name)
-            parts.append(f'<div class="panel" data-panel="{name}"><h3>{html.escape(title)}</h3>')
-            hint = WHAT_TO_RUN[needs].format(sequence=sequence)
+            panel = PANELS[name]
+            info = panel.info(exp, list(spec.methods), spec.split)
+            figure = None if info is None else panel.draw(info, spec.split)
+            parts.append(f'<div class="panel" data-panel="{name}"><h3>{html.escape(panel.title)}</h3>')
+            hint = WHAT_TO_RUN[panel.needs].format(sequence=sequence)
             if figure is None:
-                kind = "confirmation runs" if needs == "confirm" else "finished trials"
+                kind = "confirmation runs" if panel.needs == "confirm" else "finished trials"
                 parts.append(_message(f"No {kind} for {', '.join(spec.methods)} on {sequence}: {hint}."))
             else:
                 figure_count += 1

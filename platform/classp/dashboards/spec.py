@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomllib
-
 from classp.data import SEQUENCES
 from classp.errors import UserError
 from classp.methods import METHODS
+from classp.tomlfile import read_toml
 
 PANELS = ("table1", "matrices", "forgetting", "pareto", "history", "sparsity", "memory", "summary")
 
@@ -26,14 +25,7 @@ class DashboardSpec:
 
 
 def load_dashboard_spec(path: str | Path) -> DashboardSpec:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"dashboard spec not found: {path}; give a .toml file such as "
-                        f"dashboards/classp-vs-ewc.toml")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    path, data = read_toml(path, "dashboard spec", "dashboards/classp-vs-ewc.toml")
 
     def fail(key: str, problem: str):
         raise UserError(f"{path}: {key}: {problem}")
