@@ -358,3 +358,14 @@ def test_the_functional_form_updates_separate_tensors_in_place():
     torch.testing.assert_close(s[0], torch.full((3,), 2.0))
     torch.testing.assert_close(w[0], torch.full((3,), 0.5))
     torch.testing.assert_close(w[1], torch.full((2,), 1.5))
+
+
+def test_a_pickled_optimizer_keeps_its_settings_and_state():
+    import pickle
+
+    model = _mlp()
+    opt = CLASSP(model.parameters(), lr=0.1, threshold=1e-4, foreach=True, track_updates=True)
+    _train(model, opt, steps=3, seed=0)
+    clone = pickle.loads(pickle.dumps(opt))
+    assert clone.track_updates and clone.param_groups[0]["threshold"] == 1e-4
+    assert len(clone.state) == len(opt.state)

@@ -133,14 +133,17 @@ class CLASSP(Optimizer):
             rule=rule,
             foreach=foreach,
             maximize=maximize,
+            track_updates=bool(track_updates),  # in defaults, so that pickling keeps it
         )
         super().__init__(params, defaults)
-        self.track_updates = bool(track_updates)
         self._workspace = _Workspace()
+
+    @property
+    def track_updates(self) -> bool:
+        return bool(self.defaults.get("track_updates", False))
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        self.__dict__.setdefault("track_updates", False)
         self._workspace = _Workspace()
         for group in self.param_groups:
             group.setdefault("foreach", None)
