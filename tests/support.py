@@ -91,11 +91,18 @@ def stop_process(process) -> None:
             process.wait()
 
 
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process, importing `classp` from this checkout (not
+    from wherever an editable install last pointed)."""
+    path = os.pathsep.join(p for p in (str(REPO / "platform"), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def run_classp(*args, env=None, timeout=600):
     """The real command in a fresh interpreter."""
     return subprocess.run([sys.executable, "-m", "classp.cli", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          env=subprocess_env(**(env or {})))
 
 
 # ----------------------------------------------------------------------------------------

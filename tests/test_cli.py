@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
+
+from support import run_classp
 
 
 def classp(*args, env=None):
     """Run the real console entry point in a fresh interpreter."""
-    return subprocess.run([sys.executable, "-m", "classp.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=300)
+    return run_classp(*args, env=env, timeout=300)
 
 
 def test_run_prints_the_accuracy_matrix_and_metrics():

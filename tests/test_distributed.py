@@ -22,6 +22,7 @@ from support import (
     run_classp,
     start_mlflow_server,
     stop_process,
+    subprocess_env,
 )
 
 
@@ -55,7 +56,7 @@ def _spec(tmp_path, name: str, epochs: int = 1, subsample: float = 0.3):
 
 
 def _worker(spec, n_trials, storage, tracking, home, heartbeat=2):
-    env = {**os.environ, "CLASSP_HOME": str(home), "CLASSP_HEARTBEAT_SECONDS": str(heartbeat)}
+    env = subprocess_env(CLASSP_HOME=str(home), CLASSP_HEARTBEAT_SECONDS=str(heartbeat))
     return subprocess.Popen(
         [sys.executable, "-m", "classp.cli", "study", "run", str(spec), "--method", "sgd",
          "--n-trials", str(n_trials), "--storage", storage, "--tracking-uri", tracking],
@@ -207,3 +208,18 @@ def test_a_wrong_database_or_an_unreachable_tracking_server_is_one_line(postgres
     assert out.returncode == 2
     line, = out.stderr.strip().splitlines()
     assert "cannot reach the MLflow tracking store at http://127.0.0.1:" in line
+
+
+def test_workers_opening_an_empty_database_together_all_succeed(postgres):
+    import psycopg
+
+    with psycopg.connect(postgres.url("postgres"), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE fresh_schema")
+    code = ("import sys; from classp.study import open_storage; "
+            f"open_storage({postgres.url('fresh_schema')!r}); print('ok')")
+    openers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=subprocess_env())
+               for _ in range(4)]
+    for p in openers:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0 and out.strip() == "ok", err

@@ -200,16 +200,15 @@ def test_a_bad_spec_is_one_line_and_leaves_existing_runs_intact(classp_home, tmp
 
 
 def test_classp_ui_serves_the_local_store(classp_home):
-    import os
     import subprocess
     import sys
 
-    from support import stop_process, wait_for_http
+    from support import stop_process, subprocess_env, wait_for_http
 
     assert run_classp("study", "run", TINY_STUDY, "--n-trials", "1", "--method", "sgd").returncode == 0
     port = free_port()
     ui = subprocess.Popen([sys.executable, "-m", "classp.cli", "ui", "--port", str(port)],
-                          env={**os.environ, "CLASSP_HOME": str(classp_home)},
+                          env=subprocess_env(CLASSP_HOME=str(classp_home)),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", process=ui)

@@ -80,7 +80,9 @@ def open_storage(url: str | None, on_stale_trial=None) -> Storage:
                         f"postgresql:// URL")
     callback = _stale_trial_callback(on_stale_trial)
     try:
-        with warnings.catch_warnings():
+        # Workers started together on an empty database would all create Optuna's tables
+        # at once, and PostgreSQL fails all but one; one at a time, the others find them.
+        with _schema_lock(url), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat is "experimental" in some versions
             storage = optuna.storages.RDBStorage(
                 url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
@@ -113,10 +115,35 @@ def _file_lock(path: Path):
 
 
 @contextlib.contextmanager
+def _schema_lock(url: str):
+    """A PostgreSQL advisory lock around creating the storage (nothing for other URLs)."""
+    if not url.startswith("postgresql"):
+        yield
+        return
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _lock_key("classp.schema")})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_key("classp.schema")})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
 def _postgres_lock(storage, name: str):
     from sqlalchemy import text
 
-    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    key = _lock_key(name)
     with storage.engine.connect() as conn:
         conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
         try:
@@ -546,7 +573,11 @@ def reconcile_runs(tracking: Tracking, experiment_id: str, study) -> int:
     server lost before the run could be closed). Returns how many were closed."""
     import optuna
 
-    by_run = {t.user_attrs.get("mlflow_run_id"): t for t in study.get_trials(deepcopy=False)}
+    # A retried trial starts as a copy of the failed one, its MLflow run id included, until
+    # it runs and logs its own: the run belongs to the first trial that names it.
+    by_run: dict[str, Any] = {}
+    for trial in study.get_trials(deepcopy=False):
+        by_run.setdefault(trial.user_attrs.get("mlflow_run_id"), trial)
     running = tracking.client.search_runs(
         [experiment_id], f"tags.`{TAG_STUDY}` = '{study.study_name}' and "
                          f"tags.`{TAG_KIND}` = 'trial' and attributes.status = 'RUNNING'")
