@@ -129,10 +129,8 @@ def epochs_per_task(config: RunConfig, sequence: TaskSequence) -> list[int]:
     epochs = list(epochs)
     if len(epochs) == 1:
         epochs = epochs * T
-    if len(epochs) != T:
+    if len(epochs) != T:  # positive integers: check_config
         raise UserError(f"{len(epochs)} epoch counts given for {T} tasks; give one, or one per task")
-    if any((not isinstance(e, int)) or e < 1 for e in epochs):
-        raise UserError(f"epochs must be positive integers, got {epochs}")
     return epochs
 
 
@@ -149,6 +147,13 @@ def check_config(config: RunConfig) -> None:
     for split in config.eval_splits:
         if split not in SPLITS:
             raise UserError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+
+
+def data_options(config: RunConfig) -> DataOptions:
+    """Where and how a run's data is loaded."""
+    return DataOptions(data_dir=Path(config.data_dir) if config.data_dir else None,
+                       download=config.download, subsample=config.subsample,
+                       num_tasks=config.num_tasks)
 
 
 @torch.inference_mode()
@@ -175,9 +180,7 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
 
     # 1. Data: loaded once, as tensors on the run's device; batches are index slices.
     if sequence is None:
-        sequence = load_sequence(config.sequence, DataOptions(
-            data_dir=Path(config.data_dir) if config.data_dir else None, download=config.download,
-            subsample=config.subsample, num_tasks=config.num_tasks))
+        sequence = load_sequence(config.sequence, data_options(config))
     sequence = sequence.to(device)
     epochs = epochs_per_task(config, sequence)
     batch_size = config.batch_size or sequence.protocol.batch_size
@@ -208,12 +211,7 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
     status, diverged_at, step = "finished", None, 0
     progress = _progress_bar(config, sum(
         e * math.ceil(_train_size(tasks, k, method) / batch_size) for k, e in enumerate(epochs)))
-    # Running sums stay on the device; the host reads them once per log window.
-    window_loss = torch.zeros((), device=device)
-    window_correct = torch.zeros((), device=device)
-    window_seen = 0
-    window_steps = 0
-    first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    window = _Window(device, observers, optimizer, model, progress, updates)
     try:
         for k, task in enumerate(tasks):
             # 4. Train task k (with the union of tasks so far for joint training).
@@ -242,31 +240,11 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
                     if updates is not None:
                         updates.after_step()
 
-                    # Bookkeeping without host syncs: the first non-finite step is kept on
-                    # the device and read at the end of the window.
-                    detached = total.detach()
-                    bad = ~torch.isfinite(detached)
-                    first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
-                    window_loss += loss.detach()
-                    window_correct += (logits.detach().argmax(1) == y).sum()
-                    window_seen += len(y)
-                    window_steps += 1
-                    if window_steps == config.log_every:
-                        bad_step = _end_window(observers, step, k, epoch, window_loss, window_correct,
-                                               window_seen, window_steps, first_bad_step,
-                                               optimizer, model, progress, updates)
-                        window_loss.zero_(), window_correct.zero_()
-                        window_seen = window_steps = 0
-                        if bad_step >= 0:
-                            raise _Diverged(bad_step, k)
-            if window_steps:
-                bad_step = _end_window(observers, step, k, epochs[k] - 1, window_loss,
-                                       window_correct, window_seen, window_steps, first_bad_step,
-                                       optimizer, model, progress, updates)
-                window_loss.zero_(), window_correct.zero_()
-                window_seen = window_steps = 0
-                if bad_step >= 0:
-                    raise _Diverged(bad_step, k)
+                    window.add(step, loss, total, logits, y)
+                    if window.steps == config.log_every:
+                        window.close(step, k, epoch)
+            if window.steps:
+                window.close(step, k, epochs[k] - 1)
 
             # 5. The method's end of task (EWC's Fisher, SI's importance), then evaluate every
             #    task: row k+1 of R.
@@ -305,22 +283,43 @@ class _Diverged(Exception):
         self.step, self.task = step, task
 
 
-def _end_window(observers, step, task, epoch, loss_sum, correct, seen, steps, first_bad_step,
-                optimizer, model, progress, updates) -> int:
-    """Read the window's sums (one host sync), tell the observers; return the first
-    non-finite step so far, or -1."""
-    values = torch.stack([loss_sum, correct.to(loss_sum.dtype), first_bad_step.to(loss_sum.dtype)])
-    mean_loss_sum, correct_count, bad = values.tolist()
-    if progress is not None:
-        progress.update(steps)
-        progress.set_postfix(task=task + 1, loss=f"{mean_loss_sum / steps:.4f}", refresh=False)
-    if bad >= 0:
-        return int(bad)
-    event = StepEvent(step, task, epoch, mean_loss_sum / steps, correct_count / seen, steps,
-                      optimizer, model, updates)
-    for obs in observers:
-        obs.on_step(event)
-    return -1
+class _Window:
+    """Running sums over the steps since the last event. They stay on the device; the host
+    reads them once per window (one sync), and the first non-finite step is kept there too."""
+
+    def __init__(self, device, observers, optimizer, model, progress, updates):
+        self.observers, self.optimizer, self.model = observers, optimizer, model
+        self.progress, self.updates = progress, updates
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device)
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.seen = self.steps = 0
+
+    def add(self, step: int, loss, total, logits, y) -> None:
+        bad = ~torch.isfinite(total.detach())
+        self.first_bad_step = torch.where(bad & (self.first_bad_step < 0), step, self.first_bad_step)
+        self.loss += loss.detach()
+        self.correct += (logits.detach().argmax(1) == y).sum()
+        self.seen += len(y)
+        self.steps += 1
+
+    def close(self, step: int, task: int, epoch: int) -> None:
+        """Tell the observers, reset; raise `_Diverged` if a step's loss was not finite."""
+        values = torch.stack([self.loss, self.correct.to(self.loss.dtype),
+                              self.first_bad_step.to(self.loss.dtype)])
+        loss_sum, correct, bad = values.tolist()
+        steps, seen = self.steps, self.seen
+        self.loss.zero_(), self.correct.zero_()
+        self.seen = self.steps = 0
+        if self.progress is not None:
+            self.progress.update(steps)
+            self.progress.set_postfix(task=task + 1, loss=f"{loss_sum / steps:.4f}", refresh=False)
+        if bad >= 0:
+            raise _Diverged(int(bad), task)
+        event = StepEvent(step, task, epoch, loss_sum / steps, correct / seen, steps,
+                          self.optimizer, self.model, self.updates)
+        for obs in self.observers:
+            obs.on_step(event)
 
 
 def _has_convolutions(model) -> bool:

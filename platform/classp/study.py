@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from classp.engine import RunConfig, StopRun, run
-from classp.errors import UserError
+from classp.engine import RunConfig, StopRun, data_options, run
+from classp.errors import UserError, first_line
 from classp.specs import Choice, FloatRange, MethodSpec, StudySpec
 from classp.tracking import (
     TAG_KIND,
@@ -89,18 +89,13 @@ def open_storage(url: str | None, on_stale_trial=None) -> Storage:
                 grace_period=2 * HEARTBEAT_SECONDS, heartbeat_stale_trial_callback=callback)
     except Exception as exc:
         cause = exc.__cause__ or exc.__context__ or exc  # Optuna wraps the driver's error
-        raise UserError(f"cannot open the Optuna storage {redact(url)}: {_first_line(cause)}; "
+        raise UserError(f"cannot open the Optuna storage {redact(url)}: {first_line(cause)}; "
                         f"check the host, database, user and password") from None
     if url.startswith("postgresql"):
         lock = lambda name: _postgres_lock(storage, name)  # noqa: E731
     else:  # sqlite and others: one host only
         lock = lambda name: _file_lock(home() / "rdb.lock")  # noqa: E731
     return Storage(storage, url, lock)
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -267,13 +262,6 @@ class Objective:
         self.spec, self.method, self.sequence = spec, method, sequence
         self.tracking, self.experiment_id, self.parent_id = tracking, experiment_id, parent_id
 
-    def config(self, params: dict, seed: int) -> RunConfig:
-        run_settings = dict(self.spec.run)
-        splits = ("val", "test") if self.spec.tune_split != "train" else ("val", "test", "train")
-        return RunConfig(sequence=self.spec.sequence, method=self.method.name,
-                         method_params={**self.method.fixed, **params}, seed=seed,
-                         track_updates=True, eval_splits=splits, **run_settings)
-
     def __call__(self, trial):
         import optuna
 
@@ -298,7 +286,7 @@ class Objective:
             if self.spec.pruner != "none":
                 pruning = _PruningReporter(trial, self.spec.tune_split, i * len(self.sequence.tasks))
                 observers.append(pruning)
-            config = self.config(params, seed)
+            config = trial_config(self.spec, self.method, params, seed)
             if not first:
                 config = dataclasses.replace(config, track_updates=False)
             result = run(config, observers, sequence=self.sequence)
@@ -369,13 +357,18 @@ def counted_trials(study) -> int:
 
 
 def load_sequence_for(spec: StudySpec):
-    from classp.data import DataOptions, load_sequence
+    """The study's data, loaded once for all its trials (seeds do not change it)."""
+    from classp.data import load_sequence
 
-    r = spec.run
-    return load_sequence(spec.sequence, DataOptions(
-        data_dir=Path(r["data_dir"]) if r.get("data_dir") else None,
-        download=bool(r.get("download", False)), subsample=float(r.get("subsample", 1.0)),
-        num_tasks=r.get("num_tasks")))
+    return load_sequence(spec.sequence, data_options(RunConfig(sequence=spec.sequence, **spec.run)))
+
+
+def trial_config(spec: StudySpec, method: MethodSpec, params: dict, seed: int) -> RunConfig:
+    """The run of one seed of a trial (or of a confirmation) with these parameters."""
+    splits = ("val", "test") if spec.tune_split != "train" else ("val", "test", "train")
+    return RunConfig(sequence=spec.sequence, method=method.name,
+                     method_params={**method.fixed, **params}, seed=seed, track_updates=True,
+                     eval_splits=splits, **spec.run)
 
 
 def open_study(spec: StudySpec, method: str, storage: Storage):
@@ -653,8 +646,7 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
             run_id = tracking.child_run(experiment_id, parent_id, f"confirm-seed{seed}", {
                 TAG_KIND: "confirm", TAG_STUDY: name, TAG_METHOD: m, TAG_SEQUENCE: spec.sequence,
                 TAG_RULE: str(params.get("rule", "-")), "classp.best_trial": str(best.number)})
-            config = RunConfig(sequence=spec.sequence, method=m, method_params=params, seed=seed,
-                               track_updates=True, eval_splits=("val", "test"), **spec.run)
+            config = trial_config(spec, spec.method(m), params, seed)
             logger = RunLogger(tracking.client, run_id, extra_params={
                 "study": name, "best_trial": best.number, "confirm_seed": seed})
             result = run(config, [logger], sequence=sequence)

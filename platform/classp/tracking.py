@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from classp.errors import UserError
+from classp.errors import UserError, first_line
 
 TAG_STUDY = "classp.study"
 TAG_KIND = "classp.kind"  # "study", "trial" or "confirm"
@@ -99,7 +99,7 @@ class Tracking:
             self.client.search_experiments(max_results=1)
         except Exception as exc:  # connection refused, bad credentials, bad URI ...
             raise UserError(f"cannot reach the MLflow tracking store at {redact(self.uri)}: "
-                            f"{_first_line(exc)}; start it (docker compose up, or `classp ui`) "
+                            f"{first_line(exc)}; start it (docker compose up, or `classp ui`) "
                             f"or pass --tracking-uri") from None
 
     def experiment(self, name: str) -> str:
@@ -158,11 +158,6 @@ class Tracking:
 
 def _earliest(runs):
     return min(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 class RunLogger:
