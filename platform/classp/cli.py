@@ -65,6 +65,15 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="number of tasks of a permuted sequence")
     p.add_argument("--eval-train", action=argparse.BooleanOptionalAction, default=None,
                    help="also evaluate on the training sets (the paper's protocol does)")
+    p.add_argument("--protocol", default="study", choices=("study", "paper"),
+                   help="study (default): validation carved out, eval-mode evaluation; paper "
+                        "(mnist-fmnist, fpb-imdb): what the published scripts did")
+    p.add_argument("--loss-targets", type=float, nargs="+", default=None, metavar="LOSS",
+                   help="train each task in passes until the last batch's loss is below this "
+                        "(one, or one per task); --epochs then caps the passes")
+    p.add_argument("--imdb-labels", default="corrected", choices=("corrected", "published"),
+                   help="fpb-imdb: IMDB pos -> FPB positive (corrected, default) or -> neutral "
+                        "(published)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true")
 
@@ -89,8 +98,9 @@ def _cmd_run(args) -> int:
         model=args.model, epochs=tuple(args.epochs) if args.epochs else None,
         batch_size=args.batch_size, shuffle=args.shuffle, seed=args.seed, device=args.device,
         data_dir=args.data_dir, download=args.download, subsample=args.subsample,
-        num_tasks=args.num_tasks, eval_train=args.eval_train,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        num_tasks=args.num_tasks, eval_train=args.eval_train, protocol=args.protocol,
+        loss_targets=tuple(args.loss_targets) if args.loss_targets else None,
+        imdb_labels=args.imdb_labels, progress=not args.no_progress and sys.stderr.isatty(),
     )
     _check_names(config)
     result = run(config)
@@ -191,8 +201,17 @@ def _cmd_reproduce(args) -> int:
     spec = load_reproduce_spec(args.spec)
     reproduce(spec, seeds=args.seeds, subsample=args.subsample,
               data_dir=Path(args.data_dir) if args.data_dir else None, download=args.download,
-              mnist_stand_in=Path(args.mnist_stand_in) if args.mnist_stand_in else None,
-              tracking_uri=args.tracking_uri, device=args.device)
+              tracking_uri=args.tracking_uri, device=args.device, rows=args.rows, rules=args.rules)
+    return 0
+
+
+def _cmd_data(args) -> int:
+    from classp.data import default_data_dir
+    from classp.data.install import install
+
+    root = Path(args.data_dir) if args.data_dir else default_data_dir()
+    raw = install(args.dataset, Path(args.source), root)
+    print(f"{args.dataset}: 4 files checked and copied to {raw}")
     return 0
 
 
@@ -258,12 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep this fraction of every split (said in the table's title)")
     p_rep.add_argument("--data-dir", default=None)
     p_rep.add_argument("--download", action="store_true")
-    p_rep.add_argument("--mnist-stand-in", default=None, metavar="DIR",
-                       help="a folder with MNIST's t10k files: its test set stands in for MNIST "
-                            "where the training set cannot be had (said in the title)")
+    p_rep.add_argument("--rows", default=None, metavar="N,N,...",
+                       help="only these rows (1-based, in the spec's order; default: all)")
+    p_rep.add_argument("--rules", default=None, metavar="RULE,RULE",
+                       help="CLASSP rows: reference-code (as published), algorithm (as "
+                            "specified), or both (default)")
     p_rep.add_argument("--tracking-uri", default=None)
     p_rep.add_argument("--device", default="auto")
     p_rep.set_defaults(func=_cmd_reproduce)
+
+    p_data = sub.add_parser("data", help="check and copy MNIST or Fashion-MNIST idx files "
+                                         "into the data folder")
+    p_data.add_argument("dataset", choices=("mnist", "fashion-mnist"))
+    p_data.add_argument("source", help="folder with the four idx files (.gz or not)")
+    p_data.add_argument("--data-dir", default=None,
+                        help="data folder to fill (default: $CLASSP_DATA or ~/.cache/classp/data)")
+    p_data.set_defaults(func=_cmd_data)
 
     p_ui = sub.add_parser("ui", help="open the MLflow UI on the local store")
     p_ui.add_argument("--tracking-uri", default=None)

@@ -21,7 +21,7 @@ from classp.data import DataOptions, Task, TaskSequence, load_sequence
 from classp.data.base import Split
 from classp.errors import UserError
 from classp.methods import build_method
-from classp.methods.base import Method
+from classp.methods.base import Method, RunPlan, TaskPlan
 from classp.models import build_model
 from classp.sparsity import UpdateCounter
 
@@ -51,6 +51,12 @@ class RunConfig:
     download: bool = False
     subsample: float = 1.0
     num_tasks: int | None = None
+    protocol: str = "study"  # "paper": what the published scripts did (paper sequences)
+    # Train each task in passes until the last batch's loss is below its target (one per
+    # task; then `epochs` caps the passes). None: as the protocol says (the published text
+    # protocol has targets), else a fixed number of epochs.
+    loss_targets: tuple[float, ...] | None = None
+    imdb_labels: str = "corrected"  # or "published": IMDB pos -> FPB's neutral
 
     def flat(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "method_params"}
@@ -142,6 +148,11 @@ def check_config(config: RunConfig) -> None:
         values = [config.epochs] if isinstance(config.epochs, int) else list(config.epochs)
         if not values or any((not isinstance(e, int)) or e < 1 for e in values):
             raise UserError(f"epochs must be positive integers, got {config.epochs}")
+    if config.loss_targets is not None and (
+            not config.loss_targets or any(not isinstance(t, (int, float)) or isinstance(t, bool)
+                                           or not 0 < t < math.inf for t in config.loss_targets)):
+        raise UserError(f"loss targets must be positive finite numbers, one per task, got "
+                        f"{config.loss_targets}")
     if config.log_every < 1:
         raise UserError(f"log_every must be a positive integer, got {config.log_every}")
     for split in config.eval_splits:
@@ -153,16 +164,39 @@ def data_options(config: RunConfig) -> DataOptions:
     """Where and how a run's data is loaded."""
     return DataOptions(data_dir=Path(config.data_dir) if config.data_dir else None,
                        download=config.download, subsample=config.subsample,
-                       num_tasks=config.num_tasks)
+                       num_tasks=config.num_tasks, protocol=config.protocol,
+                       imdb_labels=config.imdb_labels)
+
+
+def loss_targets(config: RunConfig, sequence: TaskSequence) -> tuple[float, ...] | None:
+    """Per task, the training loss that ends the task (None: train a fixed number of epochs)."""
+    if config.loss_targets is not None:
+        targets = tuple(config.loss_targets)
+    elif sequence.protocol.loss_targets is not None:
+        by_method = sequence.protocol.loss_targets
+        if config.method not in by_method:
+            raise UserError(f"the {sequence.protocol.name} protocol of {sequence.name} has loss "
+                            f"targets for {', '.join(by_method)} only; give --loss-targets for "
+                            f"{config.method!r}")
+        targets = by_method[config.method]
+    else:
+        return None
+    if len(targets) == 1:
+        targets = targets * len(sequence.tasks)
+    if len(targets) != len(sequence.tasks):
+        raise UserError(f"{len(targets)} loss targets given for {len(sequence.tasks)} tasks; give "
+                        f"one, or one per task")
+    return targets
 
 
 @torch.inference_mode()
-def evaluate(model, split: Split, batch_size: int) -> float:
-    """Accuracy of `model` on a split: one host sync for the whole split."""
+def evaluate(model, split: Split, batch_size: int, train_mode: bool = False) -> float:
+    """Accuracy of `model` on a split: one host sync for the whole split. `train_mode`
+    keeps dropout active, as the published scripts evaluated (they never call eval())."""
     if len(split) == 0:
         return float("nan")
     was_training = model.training
-    model.eval()
+    model.train(train_mode)
     correct = torch.zeros((), dtype=torch.long, device=split.y.device)
     for start in range(0, len(split), batch_size):
         logits = model(split.x[start:start + batch_size])
@@ -183,10 +217,18 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
         sequence = load_sequence(config.sequence, data_options(config))
     sequence = sequence.to(device)
     epochs = epochs_per_task(config, sequence)
+    targets = loss_targets(config, sequence)
     batch_size = config.batch_size or sequence.protocol.batch_size
     shuffle = sequence.protocol.shuffle if config.shuffle is None else config.shuffle
     eval_train = sequence.protocol.eval_train if config.eval_train is None else config.eval_train
     splits = list(config.eval_splits) + (["train"] if eval_train and "train" not in config.eval_splits else [])
+    # A split no task has (the paper protocol carves no validation) is not evaluated.
+    splits = [s for s in splits if any(len(t.split(s)) for t in sequence.tasks)]
+    train_mode_splits = {"train"} if sequence.protocol.train_eval_mode == "train" else set()
+
+    def evaluate_all(s: str) -> list[float]:
+        return [evaluate(model, t.split(s), config.eval_batch_size, s in train_mode_splits)
+                for t in tasks]
 
     # 2. Model and method, seeded: the same config gives the same run on a CPU.
     torch.manual_seed(config.seed)
@@ -197,6 +239,8 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
         model = model.to(memory_format=torch.channels_last)
         sequence = _channels_last(sequence)
     tasks = sequence.tasks
+    method.start_run(RunPlan(tuple(TaskPlan(t.train.x, t.train.y, e, batch_size)
+                                   for t, e in zip(tasks, epochs)), config.seed))
     if hasattr(method, "track_updates"):
         method.track_updates = config.track_updates
     optimizer = method.optimizer([p for p in model.parameters() if p.requires_grad])
@@ -206,7 +250,7 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
         obs.on_run_start(config, sequence, model, method)
 
     # 3. R[0]: every task before any training.
-    R = {s: [[evaluate(model, t.split(s), config.eval_batch_size) for t in tasks]] for s in splits}
+    R = {s: [evaluate_all(s)] for s in splits}
 
     status, diverged_at, step = "finished", None, 0
     progress = _progress_bar(config, sum(
@@ -243,13 +287,17 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
                     window.add(step, loss, total, logits, y)
                     if window.steps == config.log_every:
                         window.close(step, k, epoch)
+                # 4b. Published text protocol: whole passes until the last batch's loss is
+                #     below the task's target (one host read per pass).
+                if targets is not None and loss.item() < targets[k]:
+                    break
             if window.steps:
-                window.close(step, k, epochs[k] - 1)
+                window.close(step, k, epoch)
 
             # 5. The method's end of task (EWC's Fisher, SI's importance), then evaluate every
             #    task: row k+1 of R.
             method.end_task(k, model, task.train.x, task.train.y)
-            row = {s: [evaluate(model, t.split(s), config.eval_batch_size) for t in tasks] for s in splits}
+            row = {s: evaluate_all(s) for s in splits}
             for s in splits:
                 R[s].append(row[s])
             for obs in observers:

@@ -27,13 +27,22 @@ class InputShape:
 
 
 class PaperCNN(nn.Module):
-    """conv 32 -> conv 64 -> max-pool -> dropout 0.25 -> fc 128 -> dropout 0.5 -> fc 10."""
+    """conv 32 -> conv 64 -> max-pool -> dropout 0.25 -> fc 128 -> dropout 0.5 -> fc 10.
 
-    def __init__(self, in_channels: int = 1, height: int = 28, width: int = 28, num_classes: int = 10):
+    `channel_dropout=True` is the published script's network: its first dropout is
+    `Dropout2d(0.25)`, which drops whole feature maps (all 144 positions of a channel at
+    once) rather than single activations. Its second is `Dropout2d(0.5)` applied to the
+    2-D output of fc1, which torch (2.x, as in 2.15 here) treats element-wise, with a
+    deprecation warning: we write that one as the element-wise `Dropout(0.5)` it is, and a
+    test checks that the two agree on this torch.
+    """
+
+    def __init__(self, in_channels: int = 1, height: int = 28, width: int = 28, num_classes: int = 10,
+                 channel_dropout: bool = False):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 32, 3, 1)
         self.conv2 = nn.Conv2d(32, 64, 3, 1)
-        self.dropout1 = nn.Dropout(0.25)
+        self.dropout1 = nn.Dropout2d(0.25) if channel_dropout else nn.Dropout(0.25)
         self.dropout2 = nn.Dropout(0.5)
         flat = 64 * ((height - 4) // 2) * ((width - 4) // 2)
         self.fc1 = nn.Linear(flat, 128)
@@ -97,10 +106,44 @@ def _paper_cnn(inp: InputShape) -> nn.Module:
     return PaperCNN(c, h, w, inp.num_classes)
 
 
+class PublishedTransformer(nn.Module):
+    """The published text script's network: embedding 600 (id 0 pads) -> dropout 0.1 ->
+    layer norm -> one encoder layer (30 heads, torch's default 2,048-wide feed-forward,
+    sequence-first, no padding mask) -> the same layer norm again -> the output at the last
+    position (padding when the text is shorter than 30 tokens) -> linear to the classes."""
+
+    def __init__(self, vocab_size: int, num_classes: int = 3, d_model: int = 600, heads: int = 30,
+                 dropout: float = 0.1, pad_id: int = 0):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model)  # used twice, as published
+        self.encoder = nn.TransformerEncoderLayer(d_model, heads, dropout=dropout)
+        self.head = nn.Linear(d_model, num_classes)
+
+    def forward(self, tokens):
+        x = self.norm(self.dropout(self.embedding(tokens))).transpose(0, 1)  # (S, N, E)
+        x = self.norm(self.encoder(x))
+        return self.head(x[-1])
+
+
 def _paper_transformer(inp: InputShape) -> nn.Module:
     if inp.kind != "tokens":
         raise UserError("model 'paper-transformer' needs text tasks; use 'paper-cnn' or 'mlp' for images")
     return PaperTransformer(inp.vocab_size, inp.num_classes)
+
+
+def _published_cnn(inp: InputShape) -> nn.Module:
+    if inp.kind != "image":
+        raise UserError("model 'paper-cnn-published' needs image tasks; use 'paper-transformer' for text")
+    c, h, w = inp.shape
+    return PaperCNN(c, h, w, inp.num_classes, channel_dropout=True)
+
+
+def _published_transformer(inp: InputShape) -> nn.Module:
+    if inp.kind != "tokens":
+        raise UserError("model 'paper-transformer-published' needs text tasks; use 'paper-cnn' for images")
+    return PublishedTransformer(inp.vocab_size, inp.num_classes)
 
 
 def _mlp(inp: InputShape) -> nn.Module:
@@ -115,6 +158,8 @@ def _mlp(inp: InputShape) -> nn.Module:
 MODELS: dict[str, Callable[[InputShape], nn.Module]] = {
     "paper-cnn": _paper_cnn,
     "paper-transformer": _paper_transformer,
+    "paper-cnn-published": _published_cnn,
+    "paper-transformer-published": _published_transformer,
     "mlp": _mlp,
 }
 

@@ -1,26 +1,34 @@
-"""`classp reproduce`: the paper's tables, rerun as published and as specified.
+"""`classp reproduce`: the paper's tables, rerun as published, as specified and honestly.
 
-Every CLASSP row runs twice: with `rule="reference-code"` (what the published code did)
-and with `rule="algorithm"` (what the paper's Algorithm 1 says). Every run is evaluated
-on the training sets (as the paper did) and on held-out test sets, tracked in MLflow (a
-parent run per table, a child run per row, rule and seed), and the table is printed
-beside the paper's published numbers.
+A spec (`studies/paper-table1.toml`) names the table, the sequence, the protocol (the
+published one: `paper`) and its rows; each row names the paper's row it reruns
+(`paper_row`, whose numbers live in `classp.paper`) or none (a row of our own, such as
+textbook EWC). Per row and seed, the row runs once, or, for CLASSP rows, twice: with
+`rule="reference-code"` (what the published CLASSP.py computes) and `rule="algorithm"`
+(what the paper's Algorithm 1 says). The printed columns:
+
+- paper: the published mean ± std over 10 runs;
+- as published: the reference-code rule, evaluated as published (the training sets, the
+  model in training mode);
+- as specified: Algorithm 1, evaluated the same way;
+- honest: the as-published runs evaluated on the held-out test sets in eval mode;
+- whether the paper's mean lies in the 95% interval of our as-published mean.
+
+Every run is tracked in MLflow: a parent run per table, a child run per row, rule and seed.
 """
 
 from __future__ import annotations
 
-import gzip
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from classp.data import SEQUENCES, DataOptions, load_sequence
+from classp import stats
+from classp.data import PROTOCOLS, SEQUENCES, DataOptions, load_sequence
 from classp.engine import RunConfig, run
 from classp.errors import UserError
 from classp.methods import METHODS, build_method
+from classp.paper import PAPER_RUNS, TABLES
 from classp.tomlfile import read_toml
 from classp.tracking import TAG_KIND, TAG_METHOD, TAG_RULE, TAG_SEQUENCE, RunLogger, Tracking
 
@@ -32,8 +40,7 @@ class Row:
     label: str
     method: str
     params: dict[str, Any]
-    paper_mean: float | None = None
-    paper_std: float | None = None
+    paper_row: str | None = None  # key into classp.paper.TABLES[table]
     assumed: tuple[str, ...] = ()
 
     @property
@@ -46,6 +53,8 @@ class ReproduceSpec:
     path: Path
     name: str
     sequence: str
+    table: str
+    protocol: str
     seeds: int
     report_task: str
     rows: tuple[Row, ...] = field(default_factory=tuple)
@@ -63,19 +72,26 @@ def load_reproduce_spec(path: str | Path) -> ReproduceSpec:
     head = data.get("reproduce")
     if not isinstance(head, dict):
         fail("reproduce", "missing; it is required")
+    allowed_head = ("name", "sequence", "table", "protocol", "seeds", "report_task")
     for key in head:
-        if key not in ("name", "sequence", "seeds", "report_task"):
-            fail(f"reproduce.{key}", "unknown key; allowed here: name, report_task, seeds, sequence")
+        if key not in allowed_head:
+            fail(f"reproduce.{key}", f"unknown key; allowed here: {', '.join(sorted(allowed_head))}")
     sequence = head.get("sequence")
     if sequence not in SEQUENCES:
         fail("reproduce.sequence", f"unknown sequence {sequence!r}; allowed: {', '.join(SEQUENCES)}")
-    seeds = head.get("seeds", 10)
+    table = head.get("table")
+    if table not in TABLES:
+        fail("reproduce.table", f"unknown table {table!r}; allowed: {', '.join(TABLES)}")
+    protocol = head.get("protocol", "paper")
+    if protocol not in PROTOCOLS:
+        fail("reproduce.protocol", f"unknown protocol {protocol!r}; allowed: {', '.join(PROTOCOLS)}")
+    seeds = head.get("seeds", PAPER_RUNS)
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         fail("reproduce.seeds", f"expected a positive integer, got {seeds!r}")
     rows = []
+    allowed = {"label", "method", "params", "paper_row", "assumed"}
     for i, raw in enumerate(data.get("rows", [])):
         where = f"rows[{i}]"
-        allowed = {"label", "method", "params", "paper_mean", "paper_std", "assumed"}
         for key in raw:
             if key not in allowed:
                 fail(f"{where}.{key}", f"unknown key; allowed here: {', '.join(sorted(allowed))}")
@@ -89,55 +105,38 @@ def load_reproduce_spec(path: str | Path) -> ReproduceSpec:
             build_method(method, {**params, **({"rule": "algorithm"} if method == "classp" else {})})
         except UserError as exc:
             fail(f"{where}.params", str(exc))
-        for key in ("paper_mean", "paper_std"):
-            if key in raw and not isinstance(raw[key], (int, float)):
-                fail(f"{where}.{key}", f"expected a number (%), got {raw[key]!r}")
+        paper_row = raw.get("paper_row")
+        if paper_row is not None and paper_row not in TABLES[table]:
+            fail(f"{where}.paper_row", f"{paper_row!r} is not a row of {table}; allowed: "
+                                       f"{', '.join(TABLES[table])}")
         rows.append(Row(label=str(raw.get("label", f"row {i + 1}")), method=method, params=params,
-                        paper_mean=raw.get("paper_mean"), paper_std=raw.get("paper_std"),
-                        assumed=tuple(raw.get("assumed", ()))))
+                        paper_row=paper_row, assumed=tuple(raw.get("assumed", ()))))
     if not rows:
         fail("rows", "no rows; add [[rows]] tables")
-    return ReproduceSpec(path, str(head.get("name", path.stem)), sequence, seeds,
-                         str(head.get("report_task", "")), tuple(rows))
+    report_task = str(head.get("report_task", ""))
+    known_tasks = next(iter(TABLES[table].values())).accuracy
+    if report_task not in known_tasks:
+        fail("reproduce.report_task", f"{report_task!r} is not a column of {table}; allowed: "
+                                      f"{', '.join(known_tasks)}")
+    return ReproduceSpec(path, str(head.get("name", path.stem)), sequence, table, protocol, seeds,
+                         report_task, tuple(rows))
 
 
-# ----------------------------------------------------------------------------------------
-# MNIST's test set standing in for its training set
-# ----------------------------------------------------------------------------------------
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
-    dims = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def stage_mnist_stand_in(source: Path, root: Path, train_count: int = 8000) -> Path:
-    """Lay MNIST's 10k test set out as a small MNIST in torchvision's layout: its first
-    `train_count` images as the training set, the rest as the held-out test set (so the
-    test column stays held out). Returns the data root."""
-    images = [source / f"t10k-images-idx3-ubyte{s}" for s in (".gz", "")]
-    labels = [source / f"t10k-labels-idx1-ubyte{s}" for s in (".gz", "")]
-    image_file = next((p for p in images if p.exists()), None)
-    label_file = next((p for p in labels if p.exists()), None)
-    if image_file is None or label_file is None:
-        raise UserError(f"no MNIST test set in {source}: expected t10k-images-idx3-ubyte(.gz) "
-                        f"and t10k-labels-idx1-ubyte(.gz) there")
-    x, y = _read_idx(image_file), _read_idx(label_file)
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for name, array in (("train-images-idx3-ubyte", x[:train_count]),
-                        ("train-labels-idx1-ubyte", y[:train_count]),
-                        ("t10k-images-idx3-ubyte", x[train_count:]),
-                        ("t10k-labels-idx1-ubyte", y[train_count:])):
-        _write_idx(raw / name, array)
-    return root
+def select_rows(spec: ReproduceSpec, selection: str | None) -> list[int]:
+    """`--rows 1,4,5` (1-based, in spec order) -> row indexes; None: every row."""
+    if not selection:
+        return list(range(len(spec.rows)))
+    picked = []
+    for part in selection.split(","):
+        try:
+            number = int(part)
+        except ValueError:
+            number = 0
+        if not 1 <= number <= len(spec.rows):
+            raise UserError(f"--rows: {part.strip()!r} is not a row number of {spec.path.name} "
+                            f"(1 to {len(spec.rows)}); give numbers separated by commas")
+        picked.append(number - 1)
+    return sorted(set(picked))
 
 
 # ----------------------------------------------------------------------------------------
@@ -147,30 +146,33 @@ def stage_mnist_stand_in(source: Path, root: Path, train_count: int = 8000) -> P
 
 @dataclass
 class Cell:
-    train: list[float] = field(default_factory=list)  # % on the reported task, per seed
-    test: list[float] = field(default_factory=list)
-    diverged: int = 0
+    """One row under one rule: % on the reported task, per seed."""
+
+    train: dict[int, float] = field(default_factory=dict)  # as published: train sets, train mode
+    test: dict[int, float] = field(default_factory=dict)  # honest: test sets, eval mode
+    diverged: list[int] = field(default_factory=list)  # seeds whose loss turned non-finite
 
 
 def reproduce(spec: ReproduceSpec, seeds: int | None = None, subsample: float = 1.0,
-              data_dir: Path | None = None, download: bool = False,
-              mnist_stand_in: Path | None = None, tracking_uri: str | None = None,
-              device: str = "auto", echo=print) -> dict:
-    seeds = seeds or spec.seeds
-    if seeds < 1:
+              data_dir: Path | None = None, download: bool = False, tracking_uri: str | None = None,
+              device: str = "auto", rows: str | None = None, rules: str | None = None,
+              echo=print) -> dict:
+    if seeds is not None and seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
+    seeds = seeds if seeds is not None else spec.seeds
     if not 0 < subsample <= 1:
         raise UserError(f"--subsample must be in (0, 1], got {subsample}")
+    picked = select_rows(spec, rows)
+    chosen_rules = RULES_COMPARED
+    if rules:
+        chosen_rules = tuple(r.strip() for r in rules.split(","))
+        for r in chosen_rules:
+            if r not in RULES_COMPARED:
+                raise UserError(f"--rules: unknown rule {r!r}; choose from {', '.join(RULES_COMPARED)}")
     tracking = Tracking(tracking_uri)
     tracking.check()
-    notes = []
-    if mnist_stand_in is not None:
-        from classp.tracking import home
-
-        data_dir = stage_mnist_stand_in(Path(mnist_stand_in), home() / "mnist-stand-in")
-        notes.append("MNIST's 10k test set stands in for MNIST (8,000 to train, 2,000 held out)")
     sequence = load_sequence(spec.sequence, DataOptions(data_dir=data_dir, download=download,
-                                                        subsample=subsample))
+                                                        subsample=subsample, protocol=spec.protocol))
     task_names = [t.name for t in sequence.tasks]
     if spec.report_task not in task_names:
         raise UserError(f"{spec.path}: reproduce.report_task: {spec.report_task!r} is not a task of "
@@ -180,68 +182,104 @@ def reproduce(spec: ReproduceSpec, seeds: int | None = None, subsample: float = 
     parent = tracking.parent_run(experiment_id, spec.name, {TAG_SEQUENCE: spec.sequence,
                                                              TAG_KIND: "study"})
     results: dict[tuple[int, str | None], Cell] = {}
-    total = sum(len(r.rules) for r in spec.rows) * seeds
+    def rules_of(row: Row) -> tuple[str | None, ...]:
+        return tuple(r for r in row.rules if r is None or r in chosen_rules)
+
+    total = sum(len(rules_of(spec.rows[i])) for i in picked) * seeds
     done = 0
-    for i, row in enumerate(spec.rows):
-        for rule in row.rules:
-            cell = results.setdefault((i, rule), Cell())
-            params = {**row.params, **({"rule": rule} if rule else {})}
-            for seed in range(seeds):
-                run_id = tracking.child_run(experiment_id, parent, f"row{i + 1}-{rule or row.method}-seed{seed}", {
-                    TAG_KIND: "reproduce", "classp.study": spec.name, TAG_METHOD: row.method,
-                    TAG_SEQUENCE: spec.sequence, TAG_RULE: rule or "-", "classp.row": row.label})
-                config = RunConfig(sequence=spec.sequence, method=row.method, method_params=params,
-                                   seed=seed, device=device, eval_splits=("test",), eval_train=True,
-                                   subsample=subsample, track_updates=True)
-                logger = RunLogger(tracking.client, run_id, extra_params={
-                    "row": row.label, "subsample": subsample, "reproduce": spec.name})
-                result = run(config, [logger], sequence=sequence)
-                tracking.finish(run_id, result.status if result.status != "stopped" else "failed")
-                if result.status != "finished":
-                    cell.diverged += 1
-                else:
-                    cell.train.append(100 * result.accuracy["train"][-1][column])
-                    cell.test.append(100 * result.accuracy["test"][-1][column])
-                done += 1
-                echo(f"[{done}/{total}] {row.label} | {rule or '-'} | seed {seed}: "
-                     + (f"{cell.train[-1]:.2f}% (train)" if result.status == "finished" else result.status))
-    title = (f"{spec.name}: accuracy (%) on {spec.report_task} after the last task, mean +- std over "
-             f"{seeds} seed(s); {spec.sequence}" + (f", subsample {subsample:g}" if subsample < 1 else "")
-             + "".join(f"; {n}" for n in notes))
-    table = format_table(spec, results, title)
+    try:
+        for i in picked:
+            row = spec.rows[i]
+            for rule in rules_of(row):
+                cell = results.setdefault((i, rule), Cell())
+                params = {**row.params, **({"rule": rule} if rule else {})}
+                for seed in range(seeds):
+                    run_id = tracking.child_run(
+                        experiment_id, parent, f"row{i + 1}-{rule or row.method}-seed{seed}", {
+                            TAG_KIND: "reproduce", "classp.study": spec.name, TAG_METHOD: row.method,
+                            TAG_SEQUENCE: spec.sequence, TAG_RULE: rule or "-", "classp.row": row.label})
+                    config = RunConfig(sequence=spec.sequence, method=row.method, method_params=params,
+                                       seed=seed, device=device, eval_splits=("test",), eval_train=True,
+                                       subsample=subsample, track_updates=True, protocol=spec.protocol)
+                    logger = RunLogger(tracking.client, run_id, extra_params={
+                        "row": row.label, "subsample": subsample, "reproduce": spec.name})
+                    try:
+                        result = run(config, [logger], sequence=sequence)
+                    except BaseException:
+                        tracking.finish(run_id, "failed")
+                        raise
+                    tracking.finish(run_id, result.status if result.status != "stopped" else "failed")
+                    done += 1
+                    if result.status == "finished":
+                        cell.train[seed] = 100 * result.accuracy["train"][-1][column]
+                        cell.test[seed] = 100 * result.accuracy["test"][-1][column]
+                        outcome = f"{cell.train[seed]:.2f}% (published eval), {cell.test[seed]:.2f}% (test)"
+                    else:
+                        cell.diverged.append(seed)
+                        outcome = f"{result.status} at step {(result.diverged_at or {}).get('step')}"
+                    echo(f"[{done}/{total}] {row.label} | {rule or '-'} | seed {seed}: {outcome} "
+                         f"({result.seconds:.0f} s)")
+    except BaseException:
+        tracking.client.set_terminated(parent, "KILLED")
+        raise
+    title = (f"{spec.name}: accuracy (%) on {spec.report_task} after the last task; {spec.sequence}, "
+             f"protocol {spec.protocol}" + (f", subsample {subsample:g} of every split"
+                                            if subsample < 1 else ", full data")
+             + "".join(f"; {n}" for n in sequence.notes if not n.startswith("subsampled")))
+    table = format_table(spec, results, title, seeds, picked)
     echo(table)
     tracking.client.log_text(parent, table, "reproduce_table.txt")
     tracking.client.set_terminated(parent, "FINISHED")
     return {"title": title, "table": table, "cells": results}
 
 
-def _fmt(values: list[float], diverged: int) -> str:
+def _cell(values: dict[int, float], diverged: list[int]) -> str:
+    if not values and not diverged:
+        return "not run"
     if not values:
-        return "diverged" if diverged else "-"
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    text = f"{mean:.2f} +- {std:.2f}"
-    return text + (f" ({diverged} div.)" if diverged else "")
+        return f"diverged ({len(diverged)} of {len(diverged)})"
+    summary = stats.summarize(list(values.values()))
+    text = summary.short() if summary.n > 1 else f"{summary.mean:.2f} (n=1)"
+    if diverged:
+        text += f" ({len(diverged)} of {len(values) + len(diverged)} diverged)"
+    return text
 
 
-def format_table(spec: ReproduceSpec, results: dict, title: str) -> str:
-    header = ["row", "paper (train)", "ours ref-code (train)", "ours algorithm (train)",
-              "ours ref-code (test)", "ours algorithm (test)"]
+def _paper_inside(paper_mean: float | None, values: dict[int, float]) -> str:
+    if paper_mean is None:
+        return "-"
+    summary = stats.summarize(list(values.values()))
+    if summary.n < 2:
+        return "n<2"
+    return "yes" if summary.contains(paper_mean) else "no"
+
+
+def format_table(spec: ReproduceSpec, results: dict, title: str, seeds: int,
+                 picked: list[int] | None = None) -> str:
+    header = ["row", f"paper (n={PAPER_RUNS})", "ours as published", "ours as specified",
+              "ours honest (test)", "paper in CI?"]
     lines = []
-    for i, row in enumerate(spec.rows):
-        paper = "not known here" if row.paper_mean is None else (
-            f"{row.paper_mean:.2f}" + (f" +- {row.paper_std:.2f}" if row.paper_std is not None else ""))
-        if row.method == "classp":
-            ref, alg = results.get((i, "reference-code")), results.get((i, "algorithm"))
-            cells = [_fmt(ref.train, ref.diverged), _fmt(alg.train, alg.diverged),
-                     _fmt(ref.test, ref.diverged), _fmt(alg.test, alg.diverged)]
-        else:  # no rule to choose: one set of runs, shown once
-            only = results.get((i, None))
-            cells = [_fmt(only.train, only.diverged), "(no rule)", _fmt(only.test, only.diverged),
-                     "(no rule)"]
+    for i in picked if picked is not None else range(len(spec.rows)):
+        row = spec.rows[i]
+        paper_mean = None
+        paper = "(not in the paper)"
+        if row.paper_row is not None:
+            paper_mean, paper_std = TABLES[spec.table][row.paper_row].accuracy[spec.report_task]
+            paper = f"{paper_mean:.2f} ± {paper_std:.2f}"
+        missing = Cell()
+        published = results.get((i, "reference-code") if row.method == "classp" else (i, None), missing)
+        specified = results.get((i, "algorithm"))
+        specified = ("(no rule: same runs)" if row.method != "classp" else "not run" if specified is None
+                     else _cell(specified.train, specified.diverged))
         label = row.label + (f" [assumed: {', '.join(row.assumed)}]" if row.assumed else "")
-        lines.append([label, paper, *cells])
+        lines.append([label, paper, _cell(published.train, published.diverged), specified,
+                      _cell(published.test, published.diverged),
+                      _paper_inside(paper_mean, published.train)])
     widths = [max(len(r[c]) for r in [header, *lines]) for c in range(len(header))]
-    out = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in lines]
+    out = [title,
+           f"cells: mean ± std [95% bootstrap CI of the mean] over {seeds} seed(s) (0 to {seeds - 1}); "
+           f"published and specified: training sets, model in training mode (as published); "
+           f"honest: held-out test sets, eval mode",
+           "  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines]
     return "\n".join(out)

@@ -56,9 +56,12 @@ def test_classp_state_is_not_reset_between_tasks(digits):
     assert (g2["threshold"], g2["decay"]) == (0.0, True)  # and its second
 
 
-def test_classp_constant_schedule_keeps_its_settings():
-    method = build_method("classp", {"threshold": 0.3, "decay": False, "schedule": "constant"})
-    assert method.phase(0) == method.phase(3) == {"threshold": 0.3, "decay": False}
+def test_classp_constant_schedule_keeps_its_settings(digits):
+    rec = Recorder(lambda event: dict(event.optimizer.param_groups[0]))
+    run(_config("classp", lr=0.05, threshold=0.3, decay=False, schedule="constant"), [rec],
+        sequence=digits)
+    assert {(g["threshold"], g["decay"]) for g in rec.seen} == {(0.3, False)}
+    assert len(rec.seen) == len(digits.tasks)
 
 
 def _tiny_model():

@@ -42,14 +42,27 @@ class Task:
 
 
 @dataclass(frozen=True)
-class Protocol:
-    """How a sequence is trained by default (overridable per run)."""
+class TrainingProtocol:
+    """How a sequence is trained by default (overridable per run).
 
-    epochs: tuple[int, ...]  # per task
+    Every sequence has the protocol "study": a validation split carved from each training
+    set (what studies tune on), evaluation in eval mode. The paper's sequences also have
+    "paper", what the published scripts did: the whole training sets in file order, no
+    validation carved out, and the training sets evaluated with the model left in training
+    mode (dropout active), beside the honest held-out test sets in eval mode.
+    """
+
+    epochs: tuple[int, ...]  # per task; with loss targets, the most passes per task
     batch_size: int = 32
     shuffle: bool = True
     model: str = "mlp"
     eval_train: bool = False  # the paper evaluates on the training sets
+    name: str = "study"
+    train_eval_mode: str = "eval"  # "train": the training split is evaluated in training mode
+    # Train each task in whole passes until the last batch's loss is below its target
+    # (per task). The published text script's target for the second task depends on the
+    # optimizer: method name -> targets.
+    loss_targets: dict[str, tuple[float, ...]] | None = None
 
 
 @dataclass
@@ -57,7 +70,7 @@ class TaskSequence:
     name: str
     tasks: list[Task]
     input: InputShape
-    protocol: Protocol
+    protocol: TrainingProtocol
     notes: list[str] = field(default_factory=list)  # e.g. "MNIST train stands in ..."
 
     def to(self, device) -> TaskSequence:
@@ -67,8 +80,11 @@ class TaskSequence:
 
 def carve_validation(x: Tensor, y: Tensor, fraction: float, seed: int = 0) -> tuple[Split, Split]:
     """Split a training set into train and validation with a fixed permutation, so every
-    run and every trial sees the same validation set."""
+    run and every trial sees the same validation set. A fraction of 0 keeps the whole
+    training set, in its order, and an empty validation split."""
     n = int(y.shape[0])
+    if fraction <= 0:
+        return Split(x, y), Split(x[:0], y[:0])
     n_val = max(1, int(round(n * fraction)))
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val, train = order[:n_val], order[n_val:]

@@ -1,8 +1,14 @@
 """Financial PhraseBank then IMDB, through the `datasets` library, tokenised as the paper does.
 
-Tokenisation: whitespace tokens, the first 30 of each text; the vocabulary is every token
-that occurs in those first 30 tokens of a training text of any task (id 0 pads, id 1 is
-unknown). A source is a Hugging Face dataset id (`id` or `id:config`) or a local CSV,
+Tokenisation (protocol "study"): whitespace tokens, the first 30 of each text; the
+vocabulary is every token that occurs in those first 30 tokens of a training text of any
+task (id 0 pads, id 1 is unknown).
+
+Protocol "paper", as the published script: the first 30 tokens of spaCy's rule-based
+English tokenizer (`spacy.blank("en")`: no model download; the optional extra `text`
+installs spaCy; without it, whitespace tokens, and the run's notes say so), looked up in a
+vocabulary of the whitespace tokens of the whole texts (so spaCy's "n't" or "," are
+unknown unless they also stand alone somewhere, as in the script). A source is a Hugging Face dataset id (`id` or `id:config`) or a local CSV,
 Parquet or JSON Lines file with a text column (`sentence` or `text`) and a `label` column.
 """
 
@@ -28,10 +34,39 @@ class TextSource:
     name: str  # task name
     source: str  # HF id[:config] or a local file
     test_fraction: float = 0.0  # carve a test split when the source has none
+    label_map: dict[int, int] | None = None  # source label -> task label; others are errors
 
 
 def tokenize(text: str) -> list[str]:
     return text.split()[:MAX_TOKENS]
+
+
+def spacy_tokenizer():
+    """spaCy's rule-based English tokenizer, or None when spaCy is not installed."""
+    try:
+        import spacy
+    except ImportError:
+        return None
+    nlp = spacy.blank("en")
+    return lambda text: [t.text for t in nlp.tokenizer(text)][:MAX_TOKENS]
+
+
+def _map_labels(source: TextSource, split_name: str, labels: list) -> list[int]:
+    """Labels as integers through the source's map; a bad one names the file and row."""
+    out = []
+    for row, value in enumerate(labels):
+        try:
+            label = int(value)
+            if isinstance(value, float) and value != label:
+                raise ValueError
+        except (TypeError, ValueError):
+            label = None
+        if label is None or (source.label_map is not None and label not in source.label_map):
+            allowed = ", ".join(map(str, source.label_map)) if source.label_map else "integers"
+            raise UserError(f"{source.source} ({split_name} split), row {row}: label {value!r} is "
+                            f"not one of {allowed}; fix the file's label column")
+        out.append(source.label_map[label] if source.label_map is not None else label)
+    return out
 
 
 def _load_rows(source: str) -> dict[str, tuple[list[str], list[int]]]:
@@ -60,40 +95,52 @@ def _load_rows(source: str) -> dict[str, tuple[list[str], list[int]]]:
         if column is None or "label" not in split.column_names:
             raise UserError(f"text dataset {source!r} needs a 'sentence' or 'text' column and a "
                             f"'label' column; it has {', '.join(split.column_names)}")
-        out[split_name] = (list(split[column]), [int(v) for v in split["label"]])
+        out[split_name] = (list(split[column]), list(split["label"]))
     return out
 
 
-def build_vocabulary(texts: Iterable[str]) -> dict[str, int]:
+def build_vocabulary(texts: Iterable[str], split=tokenize) -> dict[str, int]:
     vocab = {"<pad>": PAD, "<unk>": UNK}
     for text in texts:
-        for token in tokenize(text):
+        for token in split(text):
             vocab.setdefault(token, len(vocab))
     return vocab
 
 
-def encode(texts: list[str], vocab: dict[str, int]) -> torch.Tensor:
+def encode(texts: list[str], vocab: dict[str, int], split=tokenize) -> torch.Tensor:
     ids = torch.full((len(texts), MAX_TOKENS), PAD, dtype=torch.long)
     for i, text in enumerate(texts):
-        tokens = [vocab.get(t, UNK) for t in tokenize(text)]
+        tokens = [vocab.get(t, UNK) for t in split(text)]
         if tokens:
             ids[i, : len(tokens)] = torch.tensor(tokens)
     return ids
 
 
-def load_text_tasks(sources: list[TextSource], val_fraction: float) -> tuple[list[Task], int]:
-    """Tasks in order, and the vocabulary size."""
+def load_text_tasks(sources: list[TextSource], val_fraction: float,
+                    published: bool = False) -> tuple[list[Task], int, str]:
+    """Tasks in order, the vocabulary size and the name of the tokenizer used."""
     raw = [(s, _load_rows(s.source)) for s in sources]
-    vocab = build_vocabulary(t for _, rows in raw for t in rows["train"][0])
+    train_texts = [t for _, rows in raw for t in rows["train"][0]]
+    split, tokenizer = tokenize, "whitespace, first 30"
+    if published:
+        vocab = build_vocabulary(train_texts, split=str.split)
+        spacy_split = spacy_tokenizer()
+        if spacy_split is not None:
+            split, tokenizer = spacy_split, "spaCy's English tokenizer, first 30 (as published)"
+        else:
+            tokenizer = "whitespace, first 30 (spaCy not installed: pip install '.[text]')"
+    else:
+        vocab = build_vocabulary(train_texts)
     tasks = []
     for source, rows in raw:
         texts, labels = rows["train"]
-        x, y = encode(texts, vocab), torch.tensor(labels)
+        x, y = encode(texts, vocab, split), torch.tensor(_map_labels(source, "train", labels))
         if "test" in rows:
-            test = Split(encode(rows["test"][0], vocab), torch.tensor(rows["test"][1]))
+            test = Split(encode(rows["test"][0], vocab, split),
+                         torch.tensor(_map_labels(source, "test", rows["test"][1])))
         else:  # Financial PhraseBank has a single split
             rest, test = carve_validation(x, y, source.test_fraction or 0.2, seed=1)
             x, y = rest.x, rest.y
         train, val = carve_validation(x, y, val_fraction)
         tasks.append(Task(source.name, train, val, test))
-    return tasks, len(vocab)
+    return tasks, len(vocab), tokenizer

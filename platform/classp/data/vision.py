@@ -9,6 +9,7 @@ first, so no download is needed when the data is on the machine.
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -42,10 +43,12 @@ def _stage_raw_files(name: str, raw: Path) -> None:
             packed = folder / f"{filename}.gz"
             if packed.exists():
                 raw.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_suffix(".part")
+                # A name unique to this process: workers staging the same folder at once
+                # must not write into each other's temporary file.
+                tmp = raw / f".{filename}.{os.getpid()}.part"
                 with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-                tmp.rename(target)  # never leave a half-written file under the real name
+                tmp.replace(target)  # never leave a half-written file under the real name
                 break
 
 

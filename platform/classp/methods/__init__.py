@@ -6,14 +6,14 @@ from classp.errors import UserError
 from classp.methods.adagrad import AdaGrad
 from classp.methods.adam import Adam
 from classp.methods.base import Method
-from classp.methods.classp import CLASSP
+from classp.methods.classp import CLASSPMethod
 from classp.methods.ewc import EWC
 from classp.methods.joint import Joint
 from classp.methods.sgd import SGD
 from classp.methods.si import SI
 
 METHODS: dict[str, type[Method]] = {
-    m.name: m for m in (CLASSP, EWC, SGD, Adam, AdaGrad, SI, Joint)
+    m.name: m for m in (CLASSPMethod, EWC, SGD, Adam, AdaGrad, SI, Joint)
 }
 
 

@@ -1,7 +1,9 @@
 """What a continual-learning method is: an optimizer and a few hooks.
 
-The engine calls, in order: `optimizer(params)` once per run (so optimizer state, such
-as CLASSP's accumulator, lives across tasks); per task `begin_task`, then per step
+The engine calls, in order: `start_run(plan)` with what the run will train (tasks, epochs,
+batch size: the published schedules count steps from it); `optimizer(params)` once per
+run (so optimizer state, such as CLASSP's accumulator, lives across tasks); per task
+`begin_task`, then per step
 `penalty` (added to the loss) and `after_step`; and `end_task` with the task's training
 data. Each method reports the bytes of state it keeps across tasks, measured from its
 tensors.
@@ -9,7 +11,9 @@ tensors.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -20,6 +24,26 @@ from classp.errors import UserError
 
 def tensor_bytes(tensors: Iterable[Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """How one task will be trained."""
+
+    train_x: Tensor
+    train_y: Tensor
+    epochs: int
+    batch_size: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_y) / self.batch_size)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    tasks: tuple[TaskPlan, ...]
+    seed: int
 
 
 class Method:
@@ -40,6 +64,10 @@ class Method:
             raise UserError(f"lr must be a positive number, got {lr!r}")
 
     # -- hooks --------------------------------------------------------------------------
+    def start_run(self, plan: RunPlan) -> None:
+        """Called once before anything trains."""
+        self.plan = plan
+
     def optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         raise NotImplementedError
 

@@ -1,8 +1,16 @@
 """CLASSP with a phase schedule.
 
-schedule "paper": the paper's preset. The first task trains with the threshold and decay
-off; from the second task on, threshold 0 and decay on. schedule "constant": the given
-threshold and decay throughout. The accumulator is never reset between tasks.
+The paper trains its first task with a threshold and the decay off, then switches to
+threshold 0 with the decay on. Three schedules say when:
+
+- "paper": at the task boundary (the first step of the second task);
+- "published": at the step the published script switches, counting steps from 1 across
+  tasks: phase one while `step < epochs_1 * n_1 / batch` (7,500 for 4 epochs of 60,000
+  MNIST images in batches of 32, so the last MNIST batch already runs in phase two; with
+  a subsample the switch follows n_1);
+- "constant": the given threshold and decay throughout.
+
+The accumulator is never reset between tasks.
 """
 
 from classp.errors import UserError
@@ -10,10 +18,10 @@ from classp.methods.base import Method
 from classp.optim import CLASSP as CLASSPOptimizer
 from classp.optim import RULES, validate_hyperparameters
 
-SCHEDULES = ("paper", "constant")
+SCHEDULES = ("paper", "published", "constant")
 
 
-class CLASSP(Method):
+class CLASSPMethod(Method):
     name = "classp"
     defaults = {"lr": 0.2, "threshold": 0.0, "power": 1.0, "eps": 1e-5, "decay": True,
                 "rule": "algorithm", "schedule": "constant"}
@@ -32,20 +40,46 @@ class CLASSP(Method):
         except ValueError as exc:
             raise UserError(str(exc)) from None
         self.track_updates = False  # the engine turns it on when a tracker wants sparsity
+        self.switch_step = None  # "published": the first step of phase two
+        self.steps_done = 0
 
-    def phase(self, task_index: int) -> dict:
-        if self.params["schedule"] == "paper":
-            first = task_index == 0
-            return {"threshold": self.params["threshold"] if first else 0.0, "decay": not first}
-        return {"threshold": self.params["threshold"], "decay": bool(self.params["decay"])}
+    def first_phase(self) -> dict:
+        return {"threshold": self.params["threshold"], "decay": False}
+
+    @staticmethod
+    def second_phase() -> dict:
+        return {"threshold": 0.0, "decay": True}
+
+    def start_run(self, plan):
+        super().start_run(plan)
+        if self.params["schedule"] == "published":
+            first = plan.tasks[0]
+            # The script: `if counter < 4 * len(mnist) / 32` (a float), counter from 1.
+            self.switch_step = first.epochs * len(first.train_y) / first.batch_size
 
     def optimizer(self, params):
         p = self.params
+        phase = (self.first_phase() if p["schedule"] in ("paper", "published")
+                 else {"threshold": p["threshold"], "decay": bool(p["decay"])})
         # foreach explicitly: our flat multi-tensor path is also the fast one on a CPU.
-        return CLASSPOptimizer(params, lr=p["lr"], power=p["power"], eps=p["eps"],
-                               rule=p["rule"], foreach=True, track_updates=self.track_updates,
-                               **self.phase(0))
+        self.opt = CLASSPOptimizer(params, lr=p["lr"], power=p["power"], eps=p["eps"],
+                                   rule=p["rule"], foreach=True, track_updates=self.track_updates,
+                                   **phase)
+        if self.switch_step is not None and self.switch_step <= 1:
+            self._switch()
+        return self.opt
 
     def begin_task(self, task_index, model, optimizer):
-        for group in optimizer.param_groups:
-            group.update(self.phase(task_index))
+        if self.params["schedule"] == "paper" and task_index == 1:
+            self._switch()
+
+    def after_step(self, model):
+        if self.switch_step is None:
+            return
+        self.steps_done += 1
+        if self.steps_done + 1 >= self.switch_step > self.steps_done:  # the next step is phase two
+            self._switch()
+
+    def _switch(self):
+        for group in self.opt.param_groups:
+            group.update(self.second_phase())

@@ -9,9 +9,28 @@ Fisher); "batch": the mean over mini-batches of the squared batch-mean gradient 
 and smaller by about the batch size). mode "separate" keeps (F, w*) per task: two floats
 per weight per task; "online" (Schwarz et al. 2018) keeps one running F = gamma F + F_new
 and the latest w*: two floats per weight.
+
+variant "textbook" (default) is the above. The author's scripts did something else, and
+each is offered by name so that the paper's rows can be rerun as published:
+
+- "published-vision" (experiment_EWC.py): before training, a separate, freshly
+  initialised copy of the network is trained one epoch on the shuffled first task (plain
+  SGD at the run's lr). During that epoch the squared mini-batch gradients are summed and
+  divided by the number of samples (60,000 for MNIST, not the number of batches): that
+  is F. Its final weights are w*. The run's own model then trains the sequence as usual,
+  and from the first step after its first epoch of the first task on, the loss adds
+  lambda * sum F (w - w*)^2 (no 1/2).
+- "published-text" (the text script): at the end of the first task, F is the sum of the
+  squared mini-batch gradients over that task's batches divided by their count, and w*
+  the model's weights; later tasks add lambda * sum F (w - w*)^2 (no 1/2).
+
+Neither published variant evaluates the Fisher in eval mode: the scripts never call
+eval(), so dropout is active there too.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -22,12 +41,13 @@ from classp.methods.base import Method
 
 FISHERS = ("sample", "batch")
 MODES = ("separate", "online")
+VARIANTS = ("textbook", "published-vision", "published-text")
 
 
 class EWC(Method):
     name = "ewc"
     defaults = {"lr": 0.01, "ewc_lambda": 100.0, "fisher": "sample", "mode": "separate",
-                "gamma": 1.0, "fisher_samples": 1024, "fisher_batch": 32}
+                "gamma": 1.0, "fisher_samples": 1024, "fisher_batch": 32, "variant": "textbook"}
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -36,24 +56,50 @@ class EWC(Method):
             raise UserError(f"unknown EWC fisher {p['fisher']!r}; choose one of: {', '.join(FISHERS)}")
         if p["mode"] not in MODES:
             raise UserError(f"unknown EWC mode {p['mode']!r}; choose one of: {', '.join(MODES)}")
+        if p["variant"] not in VARIANTS:
+            raise UserError(f"unknown EWC variant {p['variant']!r}; choose one of: {', '.join(VARIANTS)}")
         if p["ewc_lambda"] < 0:
             raise UserError(f"ewc_lambda must be >= 0, got {p['ewc_lambda']}")
         self.anchors: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []  # (F, w*)
+        self.steps_done = 0
+        self.penalty_from_step = 1  # published-vision: the first step after epoch 1
 
     def optimizer(self, params):
         return torch.optim.SGD(params, lr=self.params["lr"])
 
+    @property
+    def published(self) -> bool:
+        return self.params["variant"] != "textbook"
+
+    def begin_task(self, task_index, model, optimizer):
+        if task_index == 0 and self.params["variant"] == "published-vision":
+            first = self.plan.tasks[0]
+            self.anchors = [_separate_model_anchor(model, first, self.params["lr"], self.plan.seed)]
+            self.penalty_from_step = first.steps_per_epoch + 1
+
+    def after_step(self, model):
+        self.steps_done += 1
+
     def penalty(self, model):
-        if not self.anchors:
+        if not self.anchors or self.steps_done + 1 < self.penalty_from_step:
             return None
         params = [p for p in model.parameters() if p.requires_grad]
         total = params[0].new_zeros(())
         for fisher, star in self.anchors:
             for w, f, s in zip(params, fisher, star):
                 total = total + (f * (w - s).pow(2)).sum()
-        return 0.5 * self.params["ewc_lambda"] * total
+        # The published scripts have no 1/2.
+        return (1.0 if self.published else 0.5) * self.params["ewc_lambda"] * total
 
     def end_task(self, task_index, model, train_x, train_y):
+        if self.params["variant"] == "published-vision":
+            return  # anchored once, to the separate model
+        if self.params["variant"] == "published-text":
+            if task_index == 0:
+                batch = self.plan.tasks[0].batch_size
+                self.anchors = [(_batch_fisher(model, train_x, train_y, batch),  # train mode, as published
+                                 [p.detach().clone() for p in model.parameters() if p.requires_grad])]
+            return
         fisher = self.fisher(model, train_x, train_y)
         star = [p.detach().clone() for p in model.parameters() if p.requires_grad]
         if self.params["mode"] == "online" and self.anchors:
@@ -119,3 +165,29 @@ def _sample_fisher(model, x, y, chunk: int = 256):
                 for n in names:
                     total[n].add_(g[n].pow(2))
     return [total[n] / max(len(y), 1) for n in names]
+
+
+def _separate_model_anchor(model: nn.Module, task, lr: float, seed: int):
+    """published-vision: (F, w*) from a fresh copy of `model` trained one shuffled epoch on
+    the task with SGD at `lr`; F = sum over its batches of the squared batch gradient,
+    divided by the number of samples."""
+    anchor = copy.deepcopy(model)
+    for module in anchor.modules():  # a fresh initialisation, not the run's
+        if module is not anchor and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    anchor.train()
+    params = [p for p in anchor.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr)
+    fisher = [torch.zeros_like(p) for p in params]
+    n = len(task.train_y)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(task.train_y.device)
+    for start in range(0, n, task.batch_size):
+        index = order[start:start + task.batch_size]
+        loss = F.cross_entropy(anchor(task.train_x[index]), task.train_y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch._foreach_add_(fisher, torch._foreach_mul([p.grad for p in params], [p.grad for p in params]))
+        optimizer.step()
+    fisher = [f / n for f in fisher]
+    return fisher, [p.detach().clone() for p in params]
+
