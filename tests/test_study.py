@@ -102,12 +102,23 @@ def test_a_diverged_trial_is_recorded_as_diverged(classp_home, tmp_path):
                         '[methods.sgd.search]\nlr = { low = 1e8, high = 1e9, log = true }')
     spec_path = tmp_path / "diverging.toml"
     spec_path.write_text(text)
-    run_study(load_spec(spec_path), methods=["sgd"], n_trials=1, echo=lambda *_: None)
-    trial, = _trials(classp_home, "tiny.sgd")
-    assert trial.state == optuna.trial.TrialState.FAIL
-    assert trial.user_attrs["status"] == "diverged" and trial.user_attrs["diverged_at_step"] >= 1
-    run, = _runs(_client(classp_home), "trial")
-    assert run.info.status == "FAILED" and run.data.tags[TAG_STATE] == "diverged"
+    printed = []
+    run_study(load_spec(spec_path), methods=["sgd"], n_trials=3, echo=printed.append)
+    trials = _trials(classp_home, "tiny.sgd")
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 3
+    assert all(t.user_attrs["status"] == "diverged" and t.user_attrs["diverged_at_step"] >= 1
+               for t in trials)
+    client = _client(classp_home)
+    runs = _runs(client, "trial")
+    assert {(r.info.status, r.data.tags[TAG_STATE]) for r in runs} == {("FAILED", "diverged")}
+    # the summary says so in plain sight, and the parent run carries the same counts
+    assert printed[0] == "tiny.sgd: 3 trials (0 finished, 0 pruned, 0 failed, 3 diverged); 3 run here"
+    assert printed[1] == "  best: none (no trial finished)"
+    assert printed[2].startswith("  warning: 3 of 3 trials diverged (non-finite loss); the likely "
+                                 "cause is lr: steps too large")
+    parent, = _runs(client, "study")
+    assert {k: parent.data.metrics[f"trials_{k}"] for k in ("finished", "pruned", "failed", "diverged")} \
+        == {"finished": 0, "pruned": 0, "failed": 0, "diverged": 3}
 
 
 def test_a_pruned_trial_is_recorded_as_pruned(classp_home, tmp_path):
@@ -120,18 +131,27 @@ def test_a_pruned_trial_is_recorded_as_pruned(classp_home, tmp_path):
     study.add_trial(optuna.trial.create_trial(
         params={"lr": 0.1}, distributions={"lr": optuna.distributions.FloatDistribution(1e-2, 0.5, log=True)},
         value=1.0, intermediate_values={k: 1.0 for k in range(5)}))
-    run_study(spec, methods=["sgd"], n_trials=2, echo=lambda *_: None)
+    printed = []
+    run_study(spec, methods=["sgd"], n_trials=2, echo=printed.append)
     trial = _trials(classp_home, "tiny.sgd")[1]
     assert trial.state == optuna.trial.TrialState.PRUNED
     run, = _runs(_client(classp_home), "trial")
     assert run.info.status == "KILLED" and run.data.tags[TAG_STATE] == "pruned"
+    assert printed[0] == "tiny.sgd: 2 trials (1 finished, 1 pruned, 0 failed, 0 diverged); 1 run here"
+    assert printed[1] == "  best: val_accuracy 100.00% (trial 0: lr=0.1)"
 
 
 def test_confirm_uses_seeds_disjoint_from_tuning(classp_home):
     assert run_classp("study", "run", TINY_STUDY, "--n-trials", "2", "--method", "sgd").returncode == 0
     out = run_classp("study", "confirm", TINY_STUDY, "--method", "sgd")
     assert out.returncode == 0, out.stderr
-    assert "mean +- std over seeds 7, 8" in out.stdout and "sgd" in out.stdout
+    title, legend, header, row = out.stdout.strip().splitlines()
+    assert title == "tiny: test accuracy (%) after the last task, n=2 confirmation seeds (7, 8, never used in tuning)"
+    assert legend.startswith("per task: mean ± std over seeds; old tasks (all but the last) and all "
+                             "tasks: mean ± std [95% bootstrap CI of the mean]")
+    assert header.split() == ["method", "digits-01", "digits-23", "digits-45", "digits-67",
+                              "digits-89", "old", "tasks", "all", "tasks"]
+    assert row.startswith("sgd")
     client = _client(classp_home)
     confirm_runs = _runs(client, "confirm")
     seeds = sorted(int(r.data.params["seed"]) for r in confirm_runs)

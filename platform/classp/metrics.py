@@ -59,6 +59,22 @@ def final_accuracy(R: Matrix) -> list[float]:
     return list(R[T])
 
 
+def old_task_accuracy(final: list[float]) -> float:
+    """Mean final accuracy on the tasks before the last (what a method kept); with a
+    single task, that task's accuracy."""
+    return sum(final[:-1]) / (len(final) - 1) if len(final) > 1 else final[0]
+
+
+def new_task_accuracy(final: list[float]) -> float:
+    """Final accuracy on the last task (what a method learnt last)."""
+    return final[-1]
+
+
+def mean_accuracy(final: list[float]) -> float:
+    """Mean final accuracy over every task (ACC of the final row)."""
+    return sum(final) / len(final)
+
+
 def summary(R: Matrix) -> dict[str, float]:
     """All scalar metrics, named as they are logged."""
     out = {"acc": acc(R), "bwt": bwt(R), "forgetting": mean_forgetting(R), "fwt": fwt(R)}

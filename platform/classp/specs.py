@@ -89,7 +89,7 @@ class StudySpec:
     n_trials: int | None = 20
     timeout_minutes: float | None = None
     seeds: tuple[int, ...] = (0,)
-    confirm_seeds: tuple[int, ...] = (1000, 1001, 1002)
+    confirm_seeds: tuple[int, ...] = (1000, 1001, 1002, 1003, 1004)
     run: dict[str, Any] = field(default_factory=dict)
     sampler: str = "tpe"
     sampler_seed: int | None = 0
@@ -179,7 +179,8 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     if timeout is not None and timeout <= 0:
         study.fail("timeout_minutes", f"must be positive, got {timeout}")
     seeds = _int_list(study, "seeds", [0])
-    confirm = _int_list(study, "confirm_seeds", [1000, 1001, 1002])
+    # Five confirmation seeds at least by default: a paired verdict needs a spread.
+    confirm = _int_list(study, "confirm_seeds", [1000, 1001, 1002, 1003, 1004])
     shared = sorted(set(seeds) & set(confirm))
     if shared:
         study.fail("confirm_seeds", f"seed {shared[0]} is also a tuning seed; confirmation "

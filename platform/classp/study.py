@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from classp import metrics
+from classp.confirmation import MethodOutcome, compare, format_table, verdict_lines
 from classp.engine import RunConfig, StopRun, data_options, run
 from classp.errors import UserError, first_line
 from classp.specs import Choice, FloatRange, MethodSpec, StudySpec
@@ -248,10 +250,9 @@ def objective_values(spec: StudySpec, results) -> list[float]:
     accuracy (mean final accuracy on tasks 1..T-1, and on task T)."""
     finals = [r.accuracy[spec.tune_split][-1] for r in results]
     if spec.objective == "accuracy":
-        return [statistics.fmean(sum(f) / len(f) for f in finals)]
-    old = statistics.fmean(statistics.fmean(f[:-1]) if len(f) > 1 else f[0] for f in finals)
-    new = statistics.fmean(f[-1] for f in finals)
-    return [old, new]
+        return [statistics.fmean(metrics.mean_accuracy(f) for f in finals)]
+    return [statistics.fmean(metrics.old_task_accuracy(f) for f in finals),
+            statistics.fmean(metrics.new_task_accuracy(f) for f in finals)]
 
 
 class Objective:
@@ -331,7 +332,7 @@ class TrialRecorder:
             with contextlib.suppress(ValueError):
                 client.log_metric(self.parent_id, "best_value", study.best_value, step=trial.number)
         done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-        client.log_metric(self.parent_id, "trials_finished", done, step=trial.number)
+        client.log_metric(self.parent_id, "trials_done", done, step=trial.number)
 
 
 # --------------------------------------------------------------------------------------
@@ -423,12 +424,89 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
         reconcile_runs(tracking, experiment_id, study)
         ran = _work(study, objective, storage, name, target, spec.timeout_minutes, recorder,
                     tracking, progress, method)
+        counts = trial_counts(study)
+        best = _best_or_none(study, spec)
+        _log_study_summary(tracking, parent_id, counts, best, objective_names(spec))
         tracking.client.set_terminated(parent_id, "FINISHED")
         summary[method] = {"study": name, "trials_run_here": ran, "trials": counted_trials(study),
-                           "parent_run_id": parent_id}
-        echo(f"{name}: {ran} trial(s) run here, {counted_trials(study)} in the study; "
-             f"MLflow parent run {parent_id}")
+                           "parent_run_id": parent_id, "counts": counts}
+        for line in summary_lines(name, method, ran, counts, best, objective_names(spec)):
+            echo(line)
+        echo(f"  MLflow parent run {parent_id}")
     return summary
+
+
+# What a study run says at its end: counts by state, the best trial, and why most failed
+STATES = ("finished", "pruned", "failed", "diverged")
+DIVERGENCE_CAUSES = {
+    "ewc": "lr x ewc_lambda: with plain SGD, EWC is stable only while lr * lambda * F stays "
+           "small; narrow [methods.ewc.search] towards small lr for large lambda",
+    "si": "lr x c: SI's surrogate loss grows with c; narrow [methods.si.search]",
+}
+
+
+def trial_counts(study) -> dict[str, int]:
+    """Trials by state: finished, pruned, failed (an error), diverged (a non-finite loss),
+    and those still running or waiting."""
+    import optuna
+
+    counts = dict.fromkeys((*STATES, "running"), 0)
+    for t in study.get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            counts["finished"] += 1
+        elif t.state == optuna.trial.TrialState.PRUNED:
+            counts["pruned"] += 1
+        elif t.state == optuna.trial.TrialState.FAIL:
+            counts["diverged" if t.user_attrs.get("status") == "diverged" else "failed"] += 1
+        else:
+            counts["running"] += 1
+    return counts
+
+
+def _best_or_none(study, spec: StudySpec):
+    try:
+        return best_params(study, spec)
+    except UserError:
+        return None
+
+
+def _param_text(params: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def summary_lines(name: str, method: str, ran: int, counts: dict[str, int], best,
+                  names: list[str]) -> list[str]:
+    total = sum(counts.values())
+    states = ", ".join(f"{counts[s]} {s}" for s in STATES)
+    if counts["running"]:
+        states += f", {counts['running']} running or waiting"
+    lines = [f"{name}: {total} trials ({states}); {ran} run here"]
+    if best is None:
+        lines.append("  best: none (no trial finished)")
+    else:
+        params, trial = best
+        values = ", ".join(f"{n} {100 * v:.2f}%" for n, v in zip(names, trial.values))
+        lines.append(f"  best: {values} (trial {trial.number}: {_param_text(params)})")
+    if total and counts["diverged"] > total / 2:
+        cause = DIVERGENCE_CAUSES.get(method, "lr: steps too large for this model; lower the "
+                                              f"upper end of [methods.{method}.search] lr")
+        lines.append(f"  warning: {counts['diverged']} of {total} trials diverged (non-finite "
+                     f"loss); the likely cause is {cause}")
+    return lines
+
+
+def _log_study_summary(tracking: Tracking, parent_id: str, counts: dict[str, int], best,
+                       names: list[str]) -> None:
+    """The parent run carries the counts and the best trial, as the summary line says."""
+    client = tracking.client
+    for state, n in counts.items():
+        client.log_metric(parent_id, f"trials_{state}", n)
+    if best is not None:
+        params, trial = best
+        for n, v in zip(names, trial.values):
+            client.log_metric(parent_id, f"best.{n}", v)
+        client.set_tag(parent_id, "classp.best_trial", str(trial.number))
+        client.set_tag(parent_id, "classp.best_params", _param_text(params))
 
 
 def _has_param(tracking: Tracking, run_id: str, key: str) -> bool:
@@ -615,8 +693,9 @@ def best_params(study, spec: StudySpec) -> tuple[dict, Any]:
 
 def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str | None = None,
             tracking_uri: str | None = None, echo=print) -> dict[str, Any]:
-    """Re-run each method's best parameters on the confirmation seeds (never used in tuning),
-    evaluated on the test split; print and track mean and std per task."""
+    """Re-run each method's best parameters on the same confirmation seeds (never used in
+    tuning), evaluated on the test split; print per method mean, std, n and 95% CI, and the
+    CLASSP-vs-EWC difference paired by seed with its verdict."""
     import optuna
 
     methods = methods or [m.name for m in spec.methods]
@@ -635,13 +714,14 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
                             f"`classp study run {spec.path}` first") from None
     chosen = {m: best_params(studies[m], spec) for m in methods}
     sequence = load_sequence_for(spec)
+    tasks = [t.name for t in sequence.tasks]
     experiment_id = tracking.experiment(spec.sequence)
-    table = {}
+    outcomes: dict[str, MethodOutcome] = {}
     for m in methods:
         params, best = chosen[m]
         name = spec.study_name(m)
         parent_id = tracking.parent_run(experiment_id, name, {TAG_METHOD: m, TAG_SEQUENCE: spec.sequence})
-        finals = []
+        outcome = outcomes[m] = MethodOutcome()
         for seed in spec.confirm_seeds:
             run_id = tracking.child_run(experiment_id, parent_id, f"confirm-seed{seed}", {
                 TAG_KIND: "confirm", TAG_STUDY: name, TAG_METHOD: m, TAG_SEQUENCE: spec.sequence,
@@ -652,36 +732,26 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
             result = run(config, [logger], sequence=sequence)
             tracking.finish(run_id, "finished" if result.status == "finished" else "diverged")
             if result.status == "finished":
-                finals.append(result.accuracy["test"][-1])
-        table[m] = _mean_std(finals, [t.name for t in sequence.tasks])
-        for key, value in table[m].items():
-            if isinstance(value, float):
-                tracking.client.log_metric(parent_id, f"confirm.test.{key}", value)
-    echo(format_confirm_table(spec, table, [t.name for t in sequence.tasks]))
-    return table
+                outcome.finals[seed] = result.accuracy["test"][-1]
+            else:
+                outcome.diverged.append(seed)
+        _log_summary(tracking, parent_id, outcome)
+    paired = compare(outcomes)
+    text = "\n".join([format_table(spec.name, "test", spec.confirm_seeds, tasks, outcomes),
+                      *verdict_lines(paired)])
+    echo(text)
+    return {"outcomes": outcomes, "paired": paired, "text": text}
 
 
-def _mean_std(finals: list[list[float]], names: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"runs": len(finals)}
-    if not finals:
-        return out
-    columns = list(zip(*finals)) + [tuple(sum(f) / len(f) for f in finals)]
-    for name, values in zip([*names, "acc"], columns):
-        out[f"{name}.mean"] = statistics.fmean(values)
-        out[f"{name}.std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-    return out
-
-
-def format_confirm_table(spec: StudySpec, table: dict, names: list[str]) -> str:
-    seeds = ", ".join(map(str, spec.confirm_seeds))
-    lines = [f"{spec.name}: test accuracy (%) after the last task, mean +- std over seeds {seeds}"]
-    header = f"{'method':<10}" + "".join(f"{n:>18}" for n in [*names, "mean"])
-    lines.append(header)
-    for method, row in table.items():
-        if not row.get("runs"):
-            lines.append(f"{method:<10}  every confirmation run diverged")
-            continue
-        cells = [f"{100 * row[f'{n}.mean']:.2f} +- {100 * row[f'{n}.std']:.2f}"
-                 for n in [*names, "acc"]]
-        lines.append(f"{method:<10}" + "".join(f"{c:>18}" for c in cells))
-    return "\n".join(lines)
+def _log_summary(tracking: Tracking, parent_id: str, outcome: MethodOutcome) -> None:
+    """The parent run keeps the confirmation's summary (old tasks and all tasks, %)."""
+    values = {"confirm.test.runs": len(outcome.finals), "confirm.test.diverged": len(outcome.diverged)}
+    for label, summary in (("old", outcome.old), ("acc", outcome.mean)):
+        if summary.n:
+            values.update({f"confirm.test.{label}.mean": summary.mean,
+                           f"confirm.test.{label}.std": summary.std,
+                           f"confirm.test.{label}.ci_low": summary.low,
+                           f"confirm.test.{label}.ci_high": summary.high})
+    for key, value in values.items():
+        if not math.isnan(value):
+            tracking.client.log_metric(parent_id, key, value)

@@ -13,11 +13,20 @@ def exp(tracked):
     return load_experiment(tracked.client, "split-digits")
 
 
-def test_table1_is_mean_and_std_over_confirmation_seeds(exp):
+def test_table1_is_the_mean_with_its_interval_over_confirmation_seeds(exp):
+    from classp import stats
+
     info = P.table1_info(exp, ["classp", "ewc", "sgd"], "test")
     assert info.tasks == ["a", "b"] and info.missing == ["sgd"]
     assert info.mean["classp"] == pytest.approx([85.0, 80.0])
-    assert info.std["classp"] == pytest.approx([7.0710678, 14.1421356])
+    # error bars: the bootstrap 95% CI of the mean of (90, 80) and of (70, 90)
+    for j, values in enumerate(([90.0, 80.0], [70.0, 90.0])):
+        s = stats.summarize(values)
+        assert info.minus["classp"][j] == pytest.approx(s.mean - s.low)
+        assert info.plus["classp"][j] == pytest.approx(s.high - s.mean)
+    # never below 0 or above 100, even for a method at the bounds
+    assert all(m - lo >= 0 and m + hi <= 100 for m, lo, hi in
+               zip(info.mean["ewc"], info.minus["ewc"], info.plus["ewc"]))
     assert info.mean["ewc"] == pytest.approx([50.0, 90.0]) and info.runs["ewc"] == 2
     assert info.published == {}  # split-digits is not one of the paper's sequences
 
@@ -26,7 +35,7 @@ def test_table1_carries_the_paper_numbers_for_the_paper_sequence(exp):
     exp.sequence = "mnist-fmnist"
     info = P.table1_info(exp, ["classp", "ewc"], "test")
     assert info.published["classp"]["mnist"] == (91.05, 1.94)
-    assert info.published["ewc"]["mnist"] == (68.52, None)
+    assert info.published["ewc"]["mnist"] == (68.52, 5.32)
 
 
 def test_matrices_are_the_mean_of_the_seeds_matrices(exp):
@@ -77,5 +86,6 @@ def test_memory_is_the_measured_state(exp):
 def test_summary_counts_trials_by_state(exp):
     info = P.summary_info(exp, ["classp", "ewc", "sgd"], "test")
     classp, ewc, sgd = info.rows
-    assert classp[1] == "3 / 1 / 0" and classp[2] == "2" and classp[3] == "82.50 +- 3.54"
-    assert sgd[1:] == ["0 / 0 / 0", "0", "-", "-", "-", "-"]
+    assert classp[1] == "3 / 1 / 0 / 0" and classp[2] == "2"
+    assert classp[3] == "82.50 ± 3.54 [80.00, 85.00]"  # mean ± std [95% CI] of 80 and 85
+    assert sgd[1:] == ["0 / 0 / 0 / 0", "0", "-", "-", "-", "-"]

@@ -30,6 +30,7 @@ class _Panel(NamedTuple):
 
 
 PANELS = {
+    "verdict": _Panel("Verdict: CLASSP against EWC", P.verdict_info, P.draw_verdict, "confirm"),
     "table1": _Panel("Final accuracy per task", P.table1_info, P.draw_table1, "confirm"),
     "matrices": _Panel("Accuracy matrices", P.matrices_info,
                        lambda info, split: P.draw_matrices(info), "confirm"),
@@ -57,6 +58,17 @@ def _table(info: P.SummaryInfo) -> str:
     return f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _verdict_text(info: P.VerdictInfo) -> str:
+    text = f'<p class="verdict"><strong>{html.escape(info.sentence)}</strong></p>'
+    if info.paper is not None:
+        a_mean, b_mean, task = info.paper
+        text += (f'<p class="meta">The paper claims {a_mean:.2f}% against {b_mean:.2f}% on {task} '
+                 f'({a_mean - b_mean:+.2f} points; mean of 10 runs on the training sets, model in '
+                 f'training mode). Ours: the {info.split} split, eval mode, the studies\' best '
+                 f'settings of each method.</p>')
+    return text
+
+
 def render(spec: DashboardSpec, experiments: dict[str, ExperimentRuns | None]) -> str:
     import plotly.io as pio
     from plotly.offline import get_plotlyjs
@@ -82,6 +94,8 @@ def render(spec: DashboardSpec, experiments: dict[str, ExperimentRuns | None]) -
             info = panel.info(exp, list(spec.methods), spec.split)
             figure = None if info is None else panel.draw(info, spec.split)
             parts.append(f'<div class="panel" data-panel="{name}"><h3>{html.escape(panel.title)}</h3>')
+            if name == "verdict" and info is not None:
+                parts.append(_verdict_text(info))
             hint = WHAT_TO_RUN[panel.needs].format(sequence=sequence)
             if figure is None:
                 kind = "confirmation runs" if panel.needs == "confirm" else "finished trials"
@@ -98,6 +112,7 @@ def render(spec: DashboardSpec, experiments: dict[str, ExperimentRuns | None]) -
     style = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 .panel { margin: 1.5em 0; padding: 0.5em 1em; border: 1px solid #ddd; border-radius: 6px; }
+.verdict { font-size: 1.15em; }
 .message { padding: 1em; background: #fff8e1; border-left: 4px solid #f0b400; margin: 0.5em 0; }
 table.summary { border-collapse: collapse; } table.summary td, table.summary th {
   border: 1px solid #ccc; padding: 4px 10px; text-align: right; }

@@ -9,18 +9,83 @@ from __future__ import annotations
 import statistics
 from typing import NamedTuple
 
+from classp import metrics, stats
+from classp.confirmation import VERDICT_PAIR
 from classp.dashboards.runs import ExperimentRuns, RunRecord
 from classp.paper import PUBLISHED_SPLIT, published
 
+CI_LEGEND = "error bars: 95% bootstrap CI of the mean over the confirmation seeds"
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+def _mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """(mean, minus, plus): the error bar of a bootstrap 95% CI, which stays inside the
+    range of the values (so within [0, 100] for accuracies)."""
+    s = stats.summarize(values)
+    if s.n < 2:
+        return s.mean, 0.0, 0.0
+    return s.mean, s.mean - s.low, s.high - s.mean
 
 
 def _finished(runs: list[RunRecord]) -> list[RunRecord]:
     return [r for r in runs if r.state == "finished"]
+
+
+# -- 0. the verdict: CLASSP against EWC, paired by seed ---------------------------------
+
+class VerdictInfo(NamedTuple):
+    paired: stats.Paired  # a - b in old-task accuracy (points), paired by confirmation seed
+    sentence: str
+    paper: tuple[float, float, str] | None  # (CLASSP mean, EWC mean, the task) as published
+    split: str
+
+
+def _per_seed_old_accuracy(runs: list[RunRecord], split: str) -> dict[int, float]:
+    out = {}
+    for r in _finished(runs):
+        final = r.final_accuracies(split)
+        if final and "confirm_seed" in r.params:
+            out[int(r.params["confirm_seed"])] = 100 * metrics.old_task_accuracy(final)
+    return out
+
+
+def verdict_info(exp: ExperimentRuns, methods: list[str], split: str) -> VerdictInfo | None:
+    a, b = VERDICT_PAIR
+    if a not in methods or b not in methods:
+        return None
+    per_a = _per_seed_old_accuracy(exp.of("confirm", a), split)
+    per_b = _per_seed_old_accuracy(exp.of("confirm", b), split)
+    if not per_a or not per_b:
+        return None
+    paired = stats.paired_difference(per_a, per_b, a, b)
+    paper = None
+    pa, pb = published(exp.sequence, a), published(exp.sequence, b)
+    old_tasks = [t for t in pa if t in pb][:-1] or list(pa)[:1]
+    if old_tasks:
+        task = old_tasks[0]
+        paper = (pa[task][0], pb[task][0], task)
+    return VerdictInfo(paired, stats.verdict(paired), paper, split)
+
+
+def draw_verdict(info: VerdictInfo, split: str):
+    import plotly.graph_objects as go
+
+    d = info.paired.difference
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(
+        x=[d.mean], y=[f"ours ({split}, n={d.n} seeds)"], mode="markers", marker=dict(size=12),
+        name=f"ours: {info.paired.a} - {info.paired.b}, 95% CI (t, paired by seed)",
+        error_x=dict(type="data", symmetric=False, array=[max(d.high - d.mean, 0) if d.n > 1 else 0],
+                     arrayminus=[max(d.mean - d.low, 0) if d.n > 1 else 0])))
+    if info.paper is not None:
+        a_mean, b_mean, task = info.paper
+        fig.add_trace(go.Scatter(
+            x=[a_mean - b_mean], y=[f"paper ({PUBLISHED_SPLIT} sets, {task})"], mode="markers",
+            marker=dict(size=12, symbol="diamond"),
+            name=f"paper: difference of its published means ({a_mean:.2f} - {b_mean:.2f}), no CI given"))
+    fig.add_vline(x=0, line_dash="dot")
+    fig.update_layout(height=260, xaxis_title=f"{info.paired.a} - {info.paired.b}: old-task accuracy (points)",
+                      title="Does CLASSP keep old tasks better than EWC?", legend=dict(orientation="h", y=-0.5))
+    return fig
 
 
 # -- 1. final accuracy per task (the paper's Table 1 as a chart) ------------------------
@@ -29,7 +94,8 @@ class Table1Info(NamedTuple):
     tasks: list[str]
     methods: list[str]
     mean: dict[str, list[float]]  # method -> per task, in %
-    std: dict[str, list[float]]
+    minus: dict[str, list[float]]  # the 95% CI below and above the mean (error bars)
+    plus: dict[str, list[float]]
     runs: dict[str, int]
     published: dict[str, dict[str, tuple[float, float | None]]]  # method -> task -> (mean, std)
     published_split: str
@@ -37,7 +103,7 @@ class Table1Info(NamedTuple):
 
 
 def table1_info(exp: ExperimentRuns, methods: list[str], split: str) -> Table1Info | None:
-    mean, std, runs, missing, tasks = {}, {}, {}, [], []
+    mean, minus, plus, runs, missing, tasks = {}, {}, {}, {}, [], []
     for m in methods:
         finished = [r for r in _finished(exp.of("confirm", m)) if r.final_accuracies(split)]
         if not finished:
@@ -45,12 +111,12 @@ def table1_info(exp: ExperimentRuns, methods: list[str], split: str) -> Table1In
             continue
         tasks = tasks or finished[0].tasks
         per_task = list(zip(*(r.final_accuracies(split) for r in finished)))
-        stats = [_mean_std([100 * v for v in column]) for column in per_task]
-        mean[m], std[m] = [s[0] for s in stats], [s[1] for s in stats]
+        bars = [_mean_ci([100 * v for v in column]) for column in per_task]
+        mean[m], minus[m], plus[m] = ([b[i] for b in bars] for i in range(3))
         runs[m] = len(finished)
     if not mean:
         return None
-    return Table1Info(tasks, [m for m in methods if m in mean], mean, std, runs,
+    return Table1Info(tasks, [m for m in methods if m in mean], mean, minus, plus, runs,
                       {m: published(exp.sequence, m) for m in methods if published(exp.sequence, m)},
                       PUBLISHED_SPLIT, missing)
 
@@ -60,16 +126,19 @@ def draw_table1(info: Table1Info, split: str):
 
     fig = go.Figure()
     for m in info.methods:
-        fig.add_trace(go.Bar(name=f"{m} (ours, {split}, n={info.runs[m]})", x=info.tasks,
-                             y=info.mean[m], error_y=dict(type="data", array=info.std[m])))
+        fig.add_trace(go.Bar(name=f"{m} (ours, {split}, n={info.runs[m]}; 95% CI)", x=info.tasks,
+                             y=info.mean[m], error_y=dict(type="data", symmetric=False,
+                                                          array=info.plus[m], arrayminus=info.minus[m])))
     for m, per_task in info.published.items():
         tasks = [t for t in info.tasks if t in per_task]
         fig.add_trace(go.Bar(
-            name=f"{m} (paper, {info.published_split})", x=tasks, y=[per_task[t][0] for t in tasks],
+            name=f"{m} (paper, {info.published_split} sets, mean ± std of 10 runs)", x=tasks,
+            y=[per_task[t][0] for t in tasks],
             error_y=dict(type="data", array=[per_task[t][1] or 0 for t in tasks]),
             marker_pattern_shape="/", opacity=0.6))
     fig.update_layout(barmode="group", yaxis_title="final accuracy (%)", xaxis_title="task",
-                      title="Final accuracy per task after the last task (confirmation seeds)")
+                      yaxis_range=[0, 100],
+                      title=f"Final accuracy per task after the last task; {CI_LEGEND}")
     return fig
 
 
@@ -123,8 +192,8 @@ def draw_matrices(info: MatricesInfo):
 
 class ForgettingInfo(NamedTuple):
     methods: list[str]
-    forgetting: dict[str, tuple[float, float]]  # mean, std (accuracy points, %)
-    bwt: dict[str, tuple[float, float]]
+    forgetting: dict[str, tuple[float, float, float]]  # mean, CI minus, CI plus (points)
+    bwt: dict[str, tuple[float, float, float]]
     missing: list[str]
 
 
@@ -135,8 +204,8 @@ def forgetting_info(exp: ExperimentRuns, methods: list[str], split: str) -> Forg
         if not finished:
             missing.append(m)
             continue
-        forgetting[m] = _mean_std([100 * r.metrics[f"{split}.forgetting"] for r in finished])
-        bwt[m] = _mean_std([100 * r.metrics[f"{split}.bwt"] for r in finished])
+        forgetting[m] = _mean_ci([100 * r.metrics[f"{split}.forgetting"] for r in finished])
+        bwt[m] = _mean_ci([100 * r.metrics[f"{split}.bwt"] for r in finished])
     if not forgetting:
         return None
     return ForgettingInfo(list(forgetting), forgetting, bwt, missing)
@@ -147,10 +216,13 @@ def draw_forgetting(info: ForgettingInfo):
 
     fig = go.Figure()
     for label, values in (("forgetting", info.forgetting), ("BWT", info.bwt)):
-        fig.add_trace(go.Bar(name=label, x=info.methods, y=[values[m][0] for m in info.methods],
-                             error_y=dict(type="data", array=[values[m][1] for m in info.methods])))
+        fig.add_trace(go.Bar(name=f"{label} (95% CI)", x=info.methods,
+                             y=[values[m][0] for m in info.methods],
+                             error_y=dict(type="data", symmetric=False,
+                                          array=[values[m][2] for m in info.methods],
+                                          arrayminus=[values[m][1] for m in info.methods])))
     fig.update_layout(barmode="group", yaxis_title="accuracy points (%)",
-                      title="Forgetting (lower is better) and backward transfer (higher is better)")
+                      title=f"Forgetting (lower is better) and backward transfer (higher is better); {CI_LEGEND}")
     return fig
 
 
@@ -357,23 +429,22 @@ class SummaryInfo(NamedTuple):
 
 
 def summary_info(exp: ExperimentRuns, methods: list[str], split: str) -> SummaryInfo:
-    header = ["method", "trials (finished / pruned / failed)", "confirmation runs",
-              f"ACC {split} (%)", f"BWT {split}", f"forgetting {split}", "state kept (MB)"]
+    header = ["method", "trials (finished / pruned / failed / diverged)", "confirmation runs",
+              f"ACC {split} (%)", f"BWT {split} (points)", f"forgetting {split} (points)",
+              "state kept (MB)"]
     rows = []
     for m in methods:
         trials = exp.of("trial", m)
-        counts = [sum(r.state == s for r in trials) for s in ("finished", "pruned")]
-        failed = sum(r.state in ("failed", "diverged") for r in trials)
+        counts = [sum(r.state == s for r in trials) for s in ("finished", "pruned", "failed", "diverged")]
         confirm = [r for r in _finished(exp.of("confirm", m)) if f"{split}.acc" in r.metrics]
 
         def cell(key: str, scale: float = 100.0, confirm=confirm) -> str:
             if not confirm:
                 return "-"
-            mean, std = _mean_std([scale * r.metrics[key] for r in confirm])
-            return f"{mean:.2f} +- {std:.2f}"
+            return stats.summarize([scale * r.metrics[key] for r in confirm]).short()
 
         state = [r.metrics["state_bytes"] for r in confirm or _finished(trials) if "state_bytes" in r.metrics]
-        rows.append([m, f"{counts[0]} / {counts[1]} / {failed}", str(len(confirm)),
+        rows.append([m, " / ".join(map(str, counts)), str(len(confirm)),
                      cell(f"{split}.acc"), cell(f"{split}.bwt"), cell(f"{split}.forgetting"),
                      f"{statistics.median(state) / 1e6:.3f}" if state else "-"])
     return SummaryInfo(header, rows)

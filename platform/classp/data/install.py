@@ -38,22 +38,40 @@ KNOWN_MD5 = {
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
 
-def check_idx(data: bytes, where: str) -> tuple[int, ...]:
-    """The shape an idx file declares, after checking that its bytes match it."""
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or not 1 <= data[3] <= 4:
+def idx_shape(head: bytes, where: str) -> tuple[int, ...]:
+    """The shape an idx header declares (`head`: at least the header's bytes)."""
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08 or not 1 <= head[3] <= 4:
         raise UserError(f"{where} is not an idx file of unsigned bytes (bad header); the file "
                         f"is corrupt: replace it with the original")
-    dims = data[3]
-    if len(data) < 4 + 4 * dims:
+    dims = head[3]
+    if len(head) < 4 + 4 * dims:
         raise UserError(f"{where} is truncated inside its header; replace it with the original")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    return tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+
+
+def _check_size(shape: tuple[int, ...], total_bytes: int, where: str) -> None:
+    header = 4 + 4 * len(shape)
     count = 1
     for d in shape:
         count *= d
-    if len(data) != 4 + 4 * dims + count:
-        raise UserError(f"{where} holds {len(data) - 4 - 4 * dims:,} data bytes but its header "
-                        f"declares {count:,} (shape {shape}): the file is truncated or corrupt")
+    if total_bytes != header + count:
+        raise UserError(f"{where} holds {total_bytes - header:,} data bytes but its header declares "
+                        f"{count:,} (shape {shape}): the file is truncated or corrupt; replace it "
+                        f"with the original")
+
+
+def check_idx(data: bytes, where: str) -> tuple[int, ...]:
+    """The shape an idx file declares, after checking that its bytes match it."""
+    shape = idx_shape(data, where)
+    _check_size(shape, len(data), where)
     return shape
+
+
+def check_idx_file(path: Path) -> None:
+    """`check_idx` of a file on disk, reading its header only."""
+    with open(path, "rb") as f:
+        head = f.read(4 + 4 * 4)
+    _check_size(idx_shape(head, str(path)), path.stat().st_size, str(path))
 
 
 def read_raw(folder: Path, filename: str) -> tuple[bytes, Path]:

@@ -71,8 +71,14 @@ def load_torchvision(name: str, root: Path, download: bool) -> tuple[Tensor, Ten
     """Return (train_x, train_y, test_x, test_y) of MNIST or FashionMNIST."""
     from torchvision import datasets
 
+    from classp.data.install import check_idx_file
+
     cls = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST}[name]
-    _stage_raw_files(name, root / name / "raw")
+    raw = root / name / "raw"
+    _stage_raw_files(name, raw)
+    for filename in RAW_FILES:  # a corrupt file is named as such, not "not found"
+        if (raw / filename).is_file():
+            check_idx_file(raw / filename)
     try:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)

@@ -74,7 +74,8 @@ class EWC(Method):
     def begin_task(self, task_index, model, optimizer):
         if task_index == 0 and self.params["variant"] == "published-vision":
             first = self.plan.tasks[0]
-            self.anchors = [_separate_model_anchor(model, first, self.params["lr"], self.plan.seed)]
+            anchor = fresh_copy(model)
+            self.anchors = [train_anchor(anchor, first, self.params["lr"], self.plan.seed)]
             self.penalty_from_step = first.steps_per_epoch + 1
 
     def after_step(self, model):
@@ -167,14 +168,19 @@ def _sample_fisher(model, x, y, chunk: int = 256):
     return [total[n] / max(len(y), 1) for n in names]
 
 
-def _separate_model_anchor(model: nn.Module, task, lr: float, seed: int):
-    """published-vision: (F, w*) from a fresh copy of `model` trained one shuffled epoch on
-    the task with SGD at `lr`; F = sum over its batches of the squared batch gradient,
-    divided by the number of samples."""
+def fresh_copy(model: nn.Module) -> nn.Module:
+    """The same network, freshly initialised (the published script builds a second model)."""
     anchor = copy.deepcopy(model)
-    for module in anchor.modules():  # a fresh initialisation, not the run's
-        if module is not anchor and hasattr(module, "reset_parameters"):
+    for module in anchor.modules():  # the root too: a bare nn.Linear is a model
+        if hasattr(module, "reset_parameters"):
             module.reset_parameters()
+    return anchor
+
+
+def train_anchor(anchor: nn.Module, task, lr: float, seed: int):
+    """published-vision: train `anchor` one epoch on the task, shuffled with `seed`, with
+    SGD at `lr`; return (F, w*): F = the sum over its batches of the squared batch
+    gradient (taken before each step), divided by the number of samples; w* its weights."""
     anchor.train()
     params = [p for p in anchor.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr)

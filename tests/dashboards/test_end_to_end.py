@@ -1,0 +1,53 @@
+"""A real tiny study with confirmation, then the dashboard's numbers from its tracked runs:
+what tracking logs and what the panels read cannot drift apart unnoticed."""
+
+from __future__ import annotations
+
+import pytest
+
+from classp import metrics
+from classp.dashboards import panels as P
+from classp.dashboards.runs import load_experiment
+from classp.specs import load_spec
+from classp.study import confirm, run_study
+from classp.tracking import Tracking
+from support import TINY_STUDY
+
+
+@pytest.fixture
+def confirmed(classp_home, tmp_path):
+    text = TINY_STUDY.read_text().replace('methods = ["classp", "sgd"]', 'methods = ["classp", "ewc", "sgd"]')
+    text += '\n[methods.ewc.search]\nlr = { low = 1e-2, high = 0.1, log = true }\newc_lambda = { low = 1e-2, high = 1.0, log = true }\n'
+    spec_path = tmp_path / "tiny-three.toml"
+    spec_path.write_text(text)
+    spec = load_spec(spec_path)
+    run_study(spec, n_trials=2, echo=lambda *_: None)
+    printed = []
+    result = confirm(spec, echo=printed.append)
+    exp = load_experiment(Tracking().client, "split-digits")
+    return spec, result, printed[0], exp
+
+
+def test_the_verdict_panel_matches_what_confirm_printed(confirmed):
+    spec, result, printed, exp = confirmed
+    info = P.verdict_info(exp, ["classp", "ewc", "sgd"], "test")
+    paired = result["paired"]
+    assert info.paired.seeds == paired.seeds == spec.confirm_seeds
+    assert info.paired.difference.mean == pytest.approx(paired.difference.mean, abs=1e-9)
+    assert info.paired.difference.low == pytest.approx(paired.difference.low, abs=1e-9)
+    assert info.sentence in printed  # the same sentence on the page and in the terminal
+    assert printed.splitlines()[-1] == "verdict: " + info.sentence
+
+
+def test_the_accuracy_panels_read_the_confirmation_runs_values(confirmed):
+    spec, result, _, exp = confirmed
+    table = P.table1_info(exp, ["classp", "ewc", "sgd"], "test")
+    forgetting = P.forgetting_info(exp, ["classp", "ewc", "sgd"], "test")
+    for method, outcome in result["outcomes"].items():
+        finals = list(outcome.finals.values())
+        expected = [100 * sum(f[j] for f in finals) / len(finals) for j in range(len(finals[0]))]
+        assert table.mean[method] == pytest.approx(expected)
+        assert table.runs[method] == len(spec.confirm_seeds)
+        old = sum(100 * metrics.old_task_accuracy(f) for f in finals) / len(finals)
+        assert outcome.old.mean == pytest.approx(old)
+        assert forgetting.forgetting[method][0] >= 0

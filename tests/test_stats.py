@@ -1,0 +1,79 @@
+"""classp.stats on inputs whose answers are known."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from classp import stats
+
+
+def test_t_interval_of_a_known_sample():
+    # mean 3, std sqrt(2.5), n 5: t(0.975, 4) = 2.776445; half-width 2.776445 * sqrt(2.5/5)
+    low, high = stats.t_interval([1, 2, 3, 4, 5])
+    half = 2.7764451051977987 * math.sqrt(2.5 / 5)
+    assert low == pytest.approx(3 - half, abs=1e-9) and high == pytest.approx(3 + half, abs=1e-9)
+
+
+def test_summary_text_says_what_the_spread_is():
+    s = stats.summarize([1, 2, 3, 4, 5], interval="t")
+    assert (s.mean, s.n) == (3.0, 5) and s.std == pytest.approx(math.sqrt(2.5))
+    assert s.text() == "3.00 ± 1.58 (mean ± std, n=5; 95% CI [1.04, 4.96])"
+    assert stats.summarize([7.0]).text() == "7.00 (one run, n=1: no spread, no interval)"
+    assert stats.summarize([]).text() == "no runs"
+
+
+def test_bootstrap_interval_stays_within_the_bounds_of_accuracies():
+    values = [0.0, 0.0, 0.0, 100.0, 2.0]  # a t-interval goes below 0 here
+    t_low, _ = stats.t_interval(values)
+    assert t_low < 0
+    s = stats.summarize(values)  # bootstrap by default
+    assert 0.0 <= s.low <= s.mean <= s.high <= 100.0
+    # seeded: the same values give the same interval
+    assert stats.summarize(values) == s
+
+
+def test_bootstrap_interval_of_a_large_sample_is_close_to_the_t_interval():
+    values = [50 + 10 * math.sin(i) for i in range(200)]
+    b_low, b_high = stats.bootstrap_interval(values)
+    t_low, t_high = stats.t_interval(values)
+    assert b_low == pytest.approx(t_low, abs=0.2) and b_high == pytest.approx(t_high, abs=0.2)
+
+
+def test_paired_difference_uses_shared_seeds_only():
+    a = {0: 90.0, 1: 92.0, 2: 88.0, 3: 91.0, 9: 10.0}
+    b = {0: 80.0, 1: 83.0, 2: 77.0, 3: 82.0, 5: 99.0}
+    p = stats.paired_difference(a, b, "classp", "ewc")
+    assert p.seeds == (0, 1, 2, 3)
+    assert p.difference.mean == pytest.approx(9.75)  # (10 + 9 + 11 + 9) / 4
+    from scipy.stats import ttest_rel
+
+    assert p.p_value == pytest.approx(ttest_rel([90, 92, 88, 91], [80, 83, 77, 82]).pvalue)
+    assert p.detectable
+    assert stats.verdict(p).startswith("classp keeps old tasks better than ewc by 9.75 points "
+                                       "(classp - ewc: 95% CI +8.23 to +11.27, 4 paired seeds")
+
+
+def test_a_difference_whose_interval_holds_zero_is_no_verdict():
+    a = {0: 50.0, 1: 60.0, 2: 40.0}
+    b = {0: 52.0, 1: 55.0, 2: 45.0}
+    p = stats.paired_difference(a, b, "classp", "ewc")
+    assert not p.detectable
+    assert stats.verdict(p).startswith("No difference between classp and ewc detectable with 3 seeds")
+
+
+def test_the_loser_is_named_second():
+    p = stats.paired_difference({0: 1.0, 1: 2.0, 2: 3.0}, {0: 11.0, 1: 12.5, 2: 13.0}, "classp", "ewc")
+    assert stats.verdict(p).startswith("ewc keeps old tasks better than classp by 10.17 points")
+
+
+def test_fewer_than_two_shared_seeds_give_no_interval():
+    p = stats.paired_difference({0: 1.0}, {0: 2.0, 1: 3.0}, "a", "b")
+    assert p.n == 1 and math.isnan(p.difference.low)
+    assert "at least 2 are needed" in stats.verdict(p)
+
+
+def test_non_finite_values_are_refused():
+    with pytest.raises(ValueError, match="non-finite"):
+        stats.summarize([1.0, float("nan")])
