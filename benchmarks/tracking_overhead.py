@@ -9,9 +9,8 @@ asserted (target, issue 4: at most 3% extra wall time).
 
     python benchmarks/tracking_overhead.py [--repeats 3] [--subsample 0.1]
 
-Trials: the paper's vision protocol (mnist-fmnist, subsampled; MNIST's 10k test set stands
-in for its training set when the full set is absent, see trial_time.py) and, for scale,
-one quick-start trial on split-digits.
+Trials: the paper's vision protocol (mnist-fmnist, subsampled; the real MNIST must be in
+the data folder, see trial_time.py) and, for scale, one quick-start trial on split-digits.
 """
 
 from __future__ import annotations

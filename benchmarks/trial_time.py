@@ -14,45 +14,35 @@ spent on anything else. Measured, not asserted.
 
     python benchmarks/trial_time.py [--subsample 0.1] [--data-dir DIR] [--device cpu]
 
-Without MNIST's training files, MNIST's real 10k test set (../shared/data/mnist-t10k)
-stands in for its training set, and the output says so.
+It needs the real MNIST in the data folder (`classp data mnist DIR` puts it there) and
+Fashion-MNIST (Debian's dataset-fashion-mnist is found without a flag).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from classp.data import DataOptions, load_sequence
+from classp.data import DataOptions, default_data_dir, load_sequence
 from classp.data.vision import MEAN, RAW_FILES, STD
 from classp.engine import RunConfig, _channels_last, evaluate, resolve_device, run
 from classp.methods import build_method
 from classp.models import build_model
 
-SHARED_T10K = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
 METHOD = {"lr": 0.2, "threshold": 0.5, "power": 1.0, "schedule": "paper", "rule": "reference-code"}
 
 
 def stage_data(data_dir: Path | None) -> tuple[Path, str]:
-    """A data folder with MNIST and Fashion-MNIST; the stand-in when MNIST train is missing."""
-    if data_dir and all((data_dir / "MNIST" / "raw" / f).exists() for f in RAW_FILES):
-        return data_dir, ""
-    if not SHARED_T10K.exists():
-        raise SystemExit(f"no MNIST under {data_dir} and no stand-in at {SHARED_T10K}")
-    root = Path(tempfile.mkdtemp(prefix="classp-bench-"))
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for kind in ("images-idx3", "labels-idx1"):
-        src = SHARED_T10K / f"t10k-{kind}-ubyte.gz"
-        shutil.copy(src, raw / f"t10k-{kind}-ubyte.gz")
-        shutil.copy(src, raw / f"train-{kind}-ubyte.gz")  # the 10k test set stands in for train
-    return root, "MNIST's 10k test set stands in for its training set"
+    """The data folder holding MNIST (checked; a clear exit if it is missing)."""
+    root = data_dir or default_data_dir()
+    if not all((root / "MNIST" / "raw" / f).exists() for f in RAW_FILES):
+        raise SystemExit(f"no MNIST under {root}/MNIST/raw: run `classp data mnist DIR` first "
+                         f"(or pass --data-dir)")
+    return root, ""
 
 
 def published_pipeline(root: Path, sequence, device, subsample_index) -> float:

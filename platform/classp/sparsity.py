@@ -76,38 +76,52 @@ def update_histogram(counts: Tensor, steps: int, bins: int = 20) -> dict:
             "steps": steps}
 
 
-def histogram_figure(histograms: list[dict], title: str):
-    """One Plotly figure: a panel per parameter tensor, a bar trace per task.
+def histogram_figure(histograms: list[dict], title: str, max_panels: int = 8):
+    """One small matplotlib figure: a panel per parameter tensor (the first `max_panels`),
+    a bar group per task. Logged per trial as a PNG of some tens of KB that the MLflow UI
+    shows inline, offline (a Plotly page would carry 4.8 MB of plotly.js per trial).
 
     `histograms` is what the tracker logs: [{"task", "task_name", "steps", "params":
     {name: update_histogram(...)}}]. The x axis is the fraction of the task's steps in
     which a weight was updated, so tasks of different lengths share one axis.
     """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    from matplotlib.figure import Figure
 
     names = list(histograms[0]["params"]) if histograms else []
-    cols = min(2, max(1, len(names)))  # the MLflow UI shows it in a narrow frame
-    rows = max(1, -(-len(names) // cols))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names)
-    for t, task in enumerate(histograms):
-        for i, name in enumerate(names):
+    shown = names[:max_panels]
+    cols = min(2, max(1, len(shown)))
+    rows = max(1, -(-len(shown) // cols))
+    fig = Figure(figsize=(4.2 * cols, 2.3 * rows + 0.9), dpi=72)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    width = 0.8 / max(1, len(histograms))
+    for i, name in enumerate(shown):
+        ax = axes[i // cols][i % cols]
+        for t, task in enumerate(histograms):
             h = task["params"][name]
             edges, steps = h["edges"], h["steps"]
             centres = [(a + b) / 2 / steps for a, b in zip(edges[:-1], edges[1:])]
+            bin_width = (edges[1] - edges[0]) / steps if len(edges) > 1 else 1.0
             share = [c / h["numel"] for c in h["counts"]]
-            fig.add_trace(go.Bar(x=centres, y=share, name=f"task {task['task']}: {task['task_name']}",
-                                 legendgroup=str(t), showlegend=i == 0,
-                                 marker_color=_palette(t)), row=i // cols + 1, col=i % cols + 1)
-    fig.update_layout(title=title, barmode="group", height=280 * rows + 80,
-                      legend_title_text="task", margin=dict(l=60, r=20, t=90, b=50))
-    fig.update_xaxes(range=[-0.05, 1.05])
-    for i in range(len(names)):
-        row, col = i // cols + 1, i % cols + 1
-        if row == rows or i + cols >= len(names):
-            fig.update_xaxes(title_text="share of the task's steps that moved it", row=row, col=col)
-        if col == 1:
-            fig.update_yaxes(title_text="share of weights", row=row, col=col)
+            ax.bar([c + (t - len(histograms) / 2) * width * bin_width for c in centres], share,
+                   width=width * bin_width, color=_palette(t),
+                   label=f"task {task['task']}: {task['task_name']}" if i == 0 else None)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlim(-0.05, 1.05)
+        ax.tick_params(labelsize=7)
+        if i % cols == 0:
+            ax.set_ylabel("share of weights", fontsize=7)
+        if i // cols == rows - 1:
+            ax.set_xlabel("share of the task's steps that moved it", fontsize=7)
+    for j in range(len(shown), rows * cols):
+        axes[j // cols][j % cols].set_visible(False)
+    more = f" (first {len(shown)} of {len(names)} tensors; all in the JSON)" if len(names) > len(shown) else ""
+    fig.suptitle(title + more, fontsize=9)
+    if shown:
+        fig.legend(loc="lower center", ncol=min(5, len(histograms)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 

@@ -8,8 +8,8 @@ against SQLite, a batch about 0.2 ms per metric.
 MLflow has no histogram type, so update sparsity is logged three ways: scalar metrics per
 parameter tensor over steps (`sparsity/<parameter>`: the fraction of its weights a step
 left unchanged, averaged over the logging window), a JSON artifact of per-task histograms
-(bin edges and counts of per-weight update counts), and one Plotly HTML figure per run
-with plotly.js embedded, which the MLflow UI shows inline, offline.
+(bin edges and counts of per-weight update counts), and one small PNG figure per run,
+which the MLflow UI shows inline, offline.
 """
 
 from __future__ import annotations
@@ -261,8 +261,7 @@ class RunLogger:
 
             figure = histogram_figure(self.histograms, title=f"{result.config.method}: "
                                       f"per-weight update counts per task")
-            self.client.log_text(self.run_id, figure.to_html(include_plotlyjs=True, full_html=True),
-                                 f"{self.prefix}sparsity/update_histograms.html")
+            self.client.log_figure(self.run_id, figure, f"{self.prefix}sparsity/update_histograms.png")
 
 
 def _param_text(value: Any) -> str:
