@@ -71,13 +71,20 @@ def start_mlflow_server(folder: Path, backend_uri: str | None = None, port: int 
     port = port or free_port()
     backend_uri = backend_uri or f"sqlite:///{folder / 'server.db'}"
     log = open(folder / f"mlflow-server-{port}.log", "ab")
+    # Light: no MLflow job runner (its huey consumers are 8 more busy processes that this
+    # platform never uses), and its own process group, so that stopping it stops them all.
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
          "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/health", process=process)
+    try:
+        wait_for_http(f"{url}/health", process=process)
+    except BaseException:
+        stop_process(process)  # a failed start leaves no orphan behind
+        raise
     return process, url
 
 

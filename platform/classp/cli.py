@@ -226,8 +226,12 @@ def _cmd_ui(args) -> int:
                "--host", args.host, "--port", str(args.port)]
     print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it",
           file=sys.stderr)
+    import os
+
+    # Light: MLflow's job runner (huey consumers) is not used by this platform.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     try:
-        return subprocess.call(command)
+        return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
 

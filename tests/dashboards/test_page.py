@@ -15,7 +15,7 @@ from support import free_port, run_classp
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "dashboards" / "classp-vs-ewc.toml"
-SCREENSHOTS = REPO / "test-artifacts"
+SCREENSHOTS = REPO / "test-artifacts"  # ignored by git (.gitignore): never in the tree
 CHROMIUM = os.environ.get("CLASSP_CHROMIUM", "/usr/bin/chromium")
 
 
