@@ -43,6 +43,7 @@ def tracked(classp_home):
             for key, value in metrics.items():
                 tr.client.log_metric(run_id, key, value)
             tr.client.log_param(run_id, "tasks", ",".join(TASKS))
+            tr.client.log_param(run_id, "confirm_seed", 1000 + i)
             tr.client.log_dict(run_id, {"tasks": TASKS, "splits": {"test": R}}, "accuracy_matrix.json")
             tr.finish(run_id, "finished")
         for number, (old, new, objective) in enumerate(TRIALS[method]):

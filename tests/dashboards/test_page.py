@@ -32,8 +32,9 @@ def _chromium() -> str:
 def _spec(tmp_path, methods=("classp", "ewc"), sequences=("split-digits", "mnist-fmnist")) -> Path:
     text = SPEC.read_text()
     text = text.replace('methods = ["classp", "ewc", "sgd"]', f"methods = {list(methods)!r}".replace("'", '"'))
-    text = text.replace('sequences = ["split-digits", "mnist-fmnist"]',
+    text = text.replace('sequences = ["permuted-digits", "split-digits", "mnist-fmnist"]',
                         f"sequences = {list(sequences)!r}".replace("'", '"'))
+    assert f"sequences = {list(sequences)!r}".replace("'", '"') in text  # the edit took
     path = tmp_path / "spec.toml"
     path.write_text(text)
     return path
@@ -54,13 +55,15 @@ def test_the_page_renders_every_panel_offline_in_chromium(tracked, tmp_path):
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(out.as_uri())
-        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 7",
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 8",
                                timeout=30_000)
-        # split-digits: 7 figures and the table; mnist-fmnist has no runs: a message instead
-        for panel in ("table1", "matrices", "forgetting", "pareto", "history", "sparsity", "memory"):
+        # split-digits: 8 figures and the table; mnist-fmnist has no runs: a message instead
+        for panel in ("verdict", "table1", "matrices", "forgetting", "pareto", "history", "sparsity", "memory"):
             assert page.locator(f'[data-panel="{panel}"] .js-plotly-plot').count() == 1, panel
             assert page.locator(f'[data-panel="{panel}"] .js-plotly-plot .main-svg').count() >= 1
         assert page.locator('[data-panel="summary"] table tr').count() == 3
+        assert "No difference between classp and ewc detectable with 2 seeds" in page.inner_text(
+            '[data-panel="verdict"]')
         assert "No runs in the MLflow experiment mnist-fmnist" in page.inner_text("body")
         page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
         browser.close()

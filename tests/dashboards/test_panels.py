@@ -89,3 +89,17 @@ def test_summary_counts_trials_by_state(exp):
     assert classp[1] == "3 / 1 / 0 / 0" and classp[2] == "2"
     assert classp[3] == "82.50 ± 3.54 [80.00, 85.00]"  # mean ± std [95% CI] of 80 and 85
     assert sgd[1:] == ["0 / 0 / 0 / 0", "0", "-", "-", "-", "-"]
+
+
+def test_the_verdict_pairs_old_task_accuracy_by_confirmation_seed(exp):
+    info = P.verdict_info(exp, ["classp", "ewc"], "test")
+    # old tasks = task a: classp 90, 80; ewc 60, 40 -> differences 30, 40 (seeds 1000, 1001)
+    d = info.paired.difference
+    assert info.paired.seeds == (1000, 1001) and d.mean == pytest.approx(35.0)
+    half = 12.706204736174698 * 5.0  # t(0.975, 1) * sd / sqrt(2), sd = 7.0711
+    assert (d.low, d.high) == (pytest.approx(35 - half), pytest.approx(35 + half))
+    assert info.sentence.startswith("No difference between classp and ewc detectable with 2 seeds")
+    assert info.paper is None  # split-digits is not the paper's
+    exp.sequence = "mnist-fmnist"
+    assert P.verdict_info(exp, ["classp", "ewc"], "test").paper == (91.05, 68.52, "mnist")
+    assert P.verdict_info(exp, ["classp", "sgd"], "test") is None  # no EWC to compare with

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from classp.dashboards import panels as P
 from classp.dashboards.runs import ExperimentRuns, load_experiment
+from classp.dashboards.spec import PANELS as PANEL_NAMES
 from classp.dashboards.spec import DashboardSpec
 from classp.tracking import TAG_KIND, Tracking
 
@@ -45,6 +46,10 @@ PANELS = {
     "memory": _Panel("Memory kept across tasks", lambda exp, methods, split: P.memory_info(exp, methods),
                      lambda info, split: P.draw_memory(info), "trial"),
 }
+
+
+# One list of names (spec.py), one drawing per name (here; the summary is a table).
+assert set(PANELS) | {"summary"} == set(PANEL_NAMES), "dashboards: spec.PANELS and page.PANELS differ"
 
 
 def _message(text: str) -> str:

@@ -10,7 +10,9 @@ from classp.errors import UserError
 from classp.methods import METHODS
 from classp.tomlfile import read_toml
 
-PANELS = ("table1", "matrices", "forgetting", "pareto", "history", "sparsity", "memory", "summary")
+# The panels a spec may name, in their default order; page.py draws each (checked there).
+PANELS = ("verdict", "table1", "matrices", "forgetting", "pareto", "history", "sparsity", "memory",
+          "summary")
 
 
 @dataclass(frozen=True)
