@@ -30,7 +30,7 @@ def test_list_names_sequences_methods_and_models():
 @pytest.mark.parametrize("args, message", [
     (["run", "--sequence", "mnist"], "unknown sequence 'mnist'; choose one of: mnist-fmnist, fpb-imdb"),
     (["run", "--method", "lwf"], "unknown method 'lwf'; choose one of: classp, ewc, sgd"),
-    (["run", "--model", "vit"], "unknown model 'vit'; choose one of: paper-cnn, paper-transformer, mlp"),
+    (["run", "--model", "vit"], "unknown model 'vit'; choose one of: paper-cnn, paper-transformer, paper-cnn-published, paper-transformer-published, mlp"),
     (["run", "--epochs", "0"], "epochs must be positive integers"),
     (["run", "--epochs", "-2"], "epochs must be positive integers"),
     (["run", "--batch-size", "0"], "batch size must be a positive integer"),
