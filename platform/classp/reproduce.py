@@ -238,8 +238,7 @@ def _cell(values: dict[int, float], diverged: list[int]) -> str:
         return "not run"
     if not values:
         return f"diverged ({len(diverged)} of {len(diverged)})"
-    summary = stats.summarize(list(values.values()))
-    text = summary.short() if summary.n > 1 else f"{summary.mean:.2f} (n=1)"
+    text = stats.summarize(list(values.values())).short()  # "m (n=1)" for a single seed
     if diverged:
         text += f" ({len(diverged)} of {len(values) + len(diverged)} diverged)"
     return text
