@@ -74,6 +74,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--imdb-labels", default="corrected", choices=("corrected", "published"),
                    help="fpb-imdb: IMDB pos -> FPB positive (corrected, default) or -> neutral "
                         "(published)")
+    p.add_argument("--step-mode", default="auto", choices=("auto", "eager", "graphed"),
+                   help="auto: training steps replayed from CUDA graphs on a GPU, eager on a CPU")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--no-progress", action="store_true")
 

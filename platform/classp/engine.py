@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch.nn import functional as F
 
 from classp import metrics
 from classp.data import DataOptions, Task, TaskSequence, load_sequence
@@ -24,6 +23,7 @@ from classp.methods import build_method
 from classp.methods.base import Method, RunPlan, TaskPlan
 from classp.models import build_model
 from classp.sparsity import UpdateCounter
+from classp.stepping import STEP_MODES, RunningSums, StepBody, build_steps
 
 SPLITS = ("train", "val", "test")
 
@@ -57,6 +57,9 @@ class RunConfig:
     # protocol has targets), else a fixed number of epochs.
     loss_targets: tuple[float, ...] | None = None
     imdb_labels: str = "corrected"  # or "published": IMDB pos -> FPB's neutral
+    # "auto": training steps replayed from CUDA graphs on a GPU, eager on a CPU (see
+    # classp.stepping); "eager" or "graphed" to choose.
+    step_mode: str = "auto"
 
     def flat(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "method_params"}
@@ -77,6 +80,8 @@ class Result:
     diverged_at: dict[str, int] | None = None  # {"step": ..., "task": ...}
     notes: list[str] = field(default_factory=list)
     num_parameters: int = 0
+    step_mode: str = "eager"  # how the steps ran: "eager" or "graphed" (classp.stepping)
+    step_counts: dict[str, int] = field(default_factory=dict)  # graphed: replayed, eager, graphs
 
 
 @dataclass
@@ -155,6 +160,8 @@ def check_config(config: RunConfig) -> None:
                         f"{config.loss_targets}")
     if config.log_every < 1:
         raise UserError(f"log_every must be a positive integer, got {config.log_every}")
+    if config.step_mode not in STEP_MODES:
+        raise UserError(f"unknown step mode {config.step_mode!r}; choose from {', '.join(STEP_MODES)}")
     for split in config.eval_splits:
         if split not in SPLITS:
             raise UserError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
@@ -255,11 +262,15 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
     status, diverged_at, step = "finished", None, 0
     progress = _progress_bar(config, sum(
         e * math.ceil(_train_size(tasks, k, method) / batch_size) for k, e in enumerate(epochs)))
-    window = _Window(device, observers, optimizer, model, progress, updates)
+    sums = RunningSums(device)
+    steps = build_steps(config.step_mode, StepBody(model, method, optimizer, updates, sums),
+                        device, batch_size)
+    window = _Window(sums, observers, optimizer, model, progress, updates)
     try:
         for k, task in enumerate(tasks):
             # 4. Train task k (with the union of tasks so far for joint training).
             method.begin_task(k, model, optimizer)
+            steps.reset()  # methods replace tensors between tasks: no graph outlives a task
             task_start_step = step
             train = _joint_split(tasks[: k + 1]) if method.joint else task.train
             model.train()
@@ -273,18 +284,9 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
                         index = order[start:start + batch_size]
                         x, y = train.x[index], train.y[index]
                     step += 1
-                    logits = model(x)
-                    loss = F.cross_entropy(logits, y)
-                    penalty = method.penalty(model)
-                    total = loss if penalty is None else loss + penalty
-                    optimizer.zero_grad(set_to_none=True)
-                    total.backward()
-                    optimizer.step()
-                    method.after_step(model)
-                    if updates is not None:
-                        updates.after_step()
-
-                    window.add(step, loss, total, logits, y)
+                    loss = steps.step(x, y)  # forward, backward, optimizer, sums: no host sync
+                    method.step_done()
+                    window.count(len(y))
                     if window.steps == config.log_every:
                         window.close(step, k, epoch)
                 # 4b. Published text protocol: whole passes until the last batch's loss is
@@ -317,8 +319,9 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
         config=config, status=status, task_names=[t.name for t in tasks], accuracy=R,
         metrics={s: metrics.summary(m) for s, m in complete.items()},
         state_bytes=method.state_bytes(optimizer), steps=step,
-        seconds=time.perf_counter() - started, diverged_at=diverged_at, notes=list(sequence.notes),
+        seconds=time.perf_counter() - started, diverged_at=diverged_at, notes=list(sequence.notes) + steps.notes,
         num_parameters=sum(p.numel() for p in model.parameters()),
+        step_mode=steps.mode, step_counts=steps.stats(),
     )
     for obs in observers:
         obs.on_run_end(result)
@@ -332,38 +335,28 @@ class _Diverged(Exception):
 
 
 class _Window:
-    """Running sums over the steps since the last event. They stay on the device; the host
-    reads them once per window (one sync), and the first non-finite step is kept there too."""
+    """The steps since the last event. Their sums stay on the device (`RunningSums`); the
+    host reads them once per window (one sync), with the first non-finite step."""
 
-    def __init__(self, device, observers, optimizer, model, progress, updates):
-        self.observers, self.optimizer, self.model = observers, optimizer, model
+    def __init__(self, sums: RunningSums, observers, optimizer, model, progress, updates):
+        self.sums, self.observers, self.optimizer, self.model = sums, observers, optimizer, model
         self.progress, self.updates = progress, updates
-        self.loss = torch.zeros((), device=device)
-        self.correct = torch.zeros((), device=device)
-        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
         self.seen = self.steps = 0
 
-    def add(self, step: int, loss, total, logits, y) -> None:
-        bad = ~torch.isfinite(total.detach())
-        self.first_bad_step = torch.where(bad & (self.first_bad_step < 0), step, self.first_bad_step)
-        self.loss += loss.detach()
-        self.correct += (logits.detach().argmax(1) == y).sum()
-        self.seen += len(y)
+    def count(self, batch_length: int) -> None:
+        self.seen += batch_length
         self.steps += 1
 
     def close(self, step: int, task: int, epoch: int) -> None:
         """Tell the observers, reset; raise `_Diverged` if a step's loss was not finite."""
-        values = torch.stack([self.loss, self.correct.to(self.loss.dtype),
-                              self.first_bad_step.to(self.loss.dtype)])
-        loss_sum, correct, bad = values.tolist()
+        loss_sum, correct, bad = self.sums.read_and_reset()
         steps, seen = self.steps, self.seen
-        self.loss.zero_(), self.correct.zero_()
         self.seen = self.steps = 0
         if self.progress is not None:
             self.progress.update(steps)
             self.progress.set_postfix(task=task + 1, loss=f"{loss_sum / steps:.4f}", refresh=False)
         if bad >= 0:
-            raise _Diverged(int(bad), task)
+            raise _Diverged(bad, task)
         event = StepEvent(step, task, epoch, loss_sum / steps, correct / seen, steps,
                           self.optimizer, self.model, self.updates)
         for obs in self.observers:

@@ -51,7 +51,8 @@ PRUNERS = ("none", "median")
 RUN_KEYS = {  # [run] key -> accepted Python types
     "model": (str,), "epochs": (int, list), "batch_size": (int,), "shuffle": (bool,),
     "eval_train": (bool,), "subsample": (float, int), "num_tasks": (int,), "device": (str,),
-    "log_every": (int,), "data_dir": (str,), "download": (bool,),
+    "log_every": (int,), "data_dir": (str,), "download": (bool,), "protocol": (str,),
+    "step_mode": (str,),
 }
 
 
@@ -252,6 +253,13 @@ def _run_settings(run: _Reader) -> dict[str, Any]:
         run.fail("batch_size", f"must be a positive integer, got {out['batch_size']}")
     if "subsample" in out and not 0 < out["subsample"] <= 1:
         run.fail("subsample", f"must be in (0, 1], got {out['subsample']}")
+    from classp.data import PROTOCOLS
+    from classp.stepping import STEP_MODES
+
+    if "protocol" in out and out["protocol"] not in PROTOCOLS:
+        run.fail("protocol", f"unknown protocol {out['protocol']!r}; allowed: {', '.join(PROTOCOLS)}")
+    if "step_mode" in out and out["step_mode"] not in STEP_MODES:
+        run.fail("step_mode", f"unknown step mode {out['step_mode']!r}; allowed: {', '.join(STEP_MODES)}")
     return out
 
 

@@ -130,7 +130,7 @@ def test_published_penalty_has_no_half_and_waits_for_its_step():
     seen = []
     for _ in range(5):
         seen.append(ewc.penalty(model) is not None)
-        ewc.after_step(model)
+        ewc.step_done()
     assert seen == [False, False, False, True, True]  # steps 1-3 free, from step 4 on
 
 

@@ -4,15 +4,21 @@ The engine calls, in order: `start_run(plan)` with what the run will train (task
 batch size: the published schedules count steps from it); `optimizer(params)` once per
 run (so optimizer state, such as CLASSP's accumulator, lives across tasks); per task
 `begin_task`, then per step
-`penalty` (added to the loss) and `after_step`; and `end_task` with the task's training
-data. Each method reports the bytes of state it keeps across tasks, measured from its
+`penalty` (added to the loss), `after_step` (tensor work) and `step_done` (host
+bookkeeping); and `end_task` with the task's training data.
+
+Under CUDA graphs (`classp.stepping`) a step is captured once and replayed: `penalty` and
+`after_step` run inside the captured region, so they may only do tensor work (no reads to
+the host, no Python state that changes from step to step). Host state that changes what a
+step computes (a phase switch, a penalty switched on) lives in `step_done` and is named by
+`step_signature`, so that a changed step gets a graph of its own. Each method reports the bytes of state it keeps across tasks, measured from its
 tensors.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -79,7 +85,17 @@ class Method:
         return None
 
     def after_step(self, model: nn.Module) -> None:
-        """Called after each optimizer step, gradients still in `.grad`."""
+        """Tensor work after each optimizer step, gradients still in `.grad` (captured with
+        the step under CUDA graphs: device work only)."""
+
+    def step_done(self) -> None:
+        """Host bookkeeping after each step (counters, schedule switches); never captured."""
+
+    def step_signature(self) -> Hashable:
+        """Everything on the host, besides the optimizer's settings, that decides what the
+        next step computes (e.g. whether a penalty is on). Graphed steps are captured once
+        per signature."""
+        return None
 
     def end_task(self, task_index: int, model: nn.Module, train_x: Tensor, train_y: Tensor) -> None:
         """Called after training task `task_index`, with its training data."""

@@ -73,7 +73,7 @@ class CLASSPMethod(Method):
         if self.params["schedule"] == "paper" and task_index == 1:
             self._switch()
 
-    def after_step(self, model):
+    def step_done(self):
         if self.switch_step is None:
             return
         self.steps_done += 1

@@ -78,11 +78,17 @@ class EWC(Method):
             self.anchors = [train_anchor(anchor, first, self.params["lr"], self.plan.seed)]
             self.penalty_from_step = first.steps_per_epoch + 1
 
-    def after_step(self, model):
+    def step_done(self):
         self.steps_done += 1
 
+    def _penalty_on(self) -> bool:
+        return bool(self.anchors) and self.steps_done + 1 >= self.penalty_from_step
+
+    def step_signature(self):
+        return len(self.anchors), self._penalty_on()
+
     def penalty(self, model):
-        if not self.anchors or self.steps_done + 1 < self.penalty_from_step:
+        if not self._penalty_on():
             return None
         params = [p for p in model.parameters() if p.requires_grad]
         total = params[0].new_zeros(())
