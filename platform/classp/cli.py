@@ -103,6 +103,7 @@ def _cmd_run(args) -> int:
         num_tasks=args.num_tasks, eval_train=args.eval_train, protocol=args.protocol,
         loss_targets=tuple(args.loss_targets) if args.loss_targets else None,
         imdb_labels=args.imdb_labels, progress=not args.no_progress and sys.stderr.isatty(),
+        step_mode=args.step_mode,
     )
     _check_names(config)
     result = run(config)
@@ -167,7 +168,16 @@ def _cmd_study_run(args) -> int:
     from classp.study import run_study
 
     spec = load_spec(args.spec)
-    run_study(spec, methods=[args.method] if args.method else None, n_trials=args.n_trials,
+    methods = [args.method] if args.method else None
+    if args.workers != 1:
+        from classp.study import run_study_workers
+
+        if args.workers < 1:
+            raise UserError(f"--workers must be at least 1, got {args.workers}")
+        run_study_workers(spec, args.workers, methods=methods, n_trials=args.n_trials,
+                          storage_url=args.storage, tracking_uri=args.tracking_uri)
+        return 0
+    run_study(spec, methods=methods, n_trials=args.n_trials,
               storage_url=args.storage, tracking_uri=args.tracking_uri,
               progress=not args.no_progress and sys.stderr.isatty())
     return 0
@@ -198,9 +208,12 @@ def _cmd_dashboard(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
-    from classp.reproduce import load_reproduce_spec, reproduce
+    from classp.reproduce import load_reproduce_spec, reproduce, table_from_logs
 
     spec = load_reproduce_spec(args.spec)
+    if args.from_logs:
+        table_from_logs(spec, [Path(p) for p in args.from_logs])
+        return 0
     reproduce(spec, seeds=args.seeds, subsample=args.subsample,
               data_dir=Path(args.data_dir) if args.data_dir else None, download=args.download,
               tracking_uri=args.tracking_uri, device=args.device, rows=args.rows, rules=args.rules)
@@ -264,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_srun.add_argument("--n-trials", type=int, default=None,
                         help="trials each method's study should have in all (default: the spec's)")
     p_srun.add_argument("--no-progress", action="store_true")
+    p_srun.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="run N worker processes sharing the study, pinned round-robin to "
+                             "the visible GPUs (default 1: this process)")
     p_srun.set_defaults(func=_cmd_study_run)
     p_confirm = study_sub.add_parser(
         "confirm", help="re-run the best parameters on fresh seeds, on the test split")
@@ -290,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "specified), or both (default)")
     p_rep.add_argument("--tracking-uri", default=None)
     p_rep.add_argument("--device", default="auto")
+    p_rep.add_argument("--from-logs", nargs="+", default=None, metavar="FILE",
+                       help="run nothing: rebuild the table and the paired comparisons from "
+                            "what earlier runs printed (rows run in parallel processes)")
     p_rep.set_defaults(func=_cmd_reproduce)
 
     p_data = sub.add_parser("data", help="check and copy MNIST or Fashion-MNIST idx files "

@@ -436,6 +436,58 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
     return summary
 
 
+def run_study_workers(spec: StudySpec, n_workers: int, methods: list[str] | None = None,
+                      n_trials: int | None = None, storage_url: str | None = None,
+                      tracking_uri: str | None = None, echo=print) -> dict[str, Any]:
+    """`run_study` in `n_workers` processes sharing the storage (classp.workers), then the
+    summary of each study as one process would print it."""
+    import optuna
+
+    from classp.workers import run_workers
+
+    methods = methods or [m.name for m in spec.methods]
+    for m in methods:
+        spec.method(m)
+    target = n_trials if n_trials is not None else spec.n_trials
+    if target is not None and target < 1:
+        raise UserError(f"--n-trials must be at least 1, got {target}")
+    # Check tracking, storage and data once, here, so that a bad setting fails before any
+    # worker starts (each would print the same error).
+    tracking = Tracking(tracking_uri)
+    tracking.check()
+    storage = open_storage(storage_url)
+    load_sequence_for(spec)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def trials_now(method: str) -> int:
+        try:
+            study = optuna.load_study(study_name=spec.study_name(method), storage=storage.optuna_storage)
+        except KeyError:
+            return 0
+        return counted_trials(study)
+
+    before = {m: trials_now(m) for m in methods}
+    echo(f"starting {n_workers} workers sharing {redact(storage.url)}")
+    summary = {}
+    for method in methods:
+        codes = run_workers(spec.path, n_workers, method, target, storage.url, tracking.uri, echo)
+        failed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c != 0]
+        study = optuna.load_study(study_name=spec.study_name(method), storage=storage.optuna_storage)
+        counts = trial_counts(study)
+        best = _best_or_none(study, spec)
+        ran = counted_trials(study) - before[method]
+        for line in summary_lines(spec.study_name(method), method, ran, counts, best,
+                                  objective_names(spec)):
+            echo(line.replace(" run here", f" run here by {n_workers} workers"))
+        if failed:
+            raise UserError(f"{spec.study_name(method)}: {'; '.join(failed)} (its output is above, "
+                            f"prefixed [worker N]); finished trials are kept: run the same command "
+                            f"again to finish the study")
+        summary[method] = {"study": spec.study_name(method), "trials_run_here": ran,
+                           "trials": counted_trials(study), "counts": counts}
+    return summary
+
+
 # What a study run says at its end: counts by state, the best trial, and why most failed
 STATES = ("finished", "pruned", "failed", "diverged")
 DIVERGENCE_CAUSES = {

@@ -1,0 +1,55 @@
+"""`classp study run --workers N`: N real worker processes share one study on the default
+local storage (an Optuna journal file, the MLflow SQLite store)."""
+
+from __future__ import annotations
+
+import optuna
+from mlflow import MlflowClient
+
+from classp.tracking import TAG_KIND, TAG_STUDY
+from classp.workers import worker_environments
+from support import TINY_STUDY, run_classp
+
+
+def test_two_workers_run_exactly_the_requested_trials_each_with_one_run(tmp_path):
+    home = tmp_path / "home"
+    done = run_classp("study", "run", TINY_STUDY, "--method", "sgd", "--n-trials", 4,
+                      "--workers", 2, env={"CLASSP_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "[worker 0]" in out and "[worker 1]" in out
+    assert "tiny.sgd: 4 trials (4 finished" in out and "4 run here by 2 workers" in out
+
+    study = optuna.load_study(study_name="tiny.sgd", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(home / "optuna.journal"))))
+    trials = study.get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    run_ids = [t.user_attrs["mlflow_run_id"] for t in trials]
+    assert len(set(run_ids)) == 4
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("split-digits")
+    runs = client.search_runs([experiment.experiment_id], f"tags.`{TAG_STUDY}` = 'tiny.sgd'")
+    children = [r for r in runs if r.data.tags.get(TAG_KIND) != "study"]
+    parents = [r for r in runs if r.data.tags.get(TAG_KIND) == "study"]
+    assert sorted(r.info.run_id for r in children) == sorted(run_ids)
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert len(parents) == 1  # the workers share one parent run
+
+
+def test_workers_are_pinned_round_robin_to_the_visible_gpus():
+    envs = worker_environments(5, base={"CUDA_VISIBLE_DEVICES": "2,3"})
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["2", "3", "2", "3", "2"]
+    assert [e["CLASSP_WORKER"] for e in envs] == ["0", "1", "2", "3", "4"]
+    assert all(int(e["OMP_NUM_THREADS"]) >= 1 for e in envs)
+    # No GPU visible: the workers inherit that and share the CPU.
+    assert worker_environments(2, base={"CUDA_VISIBLE_DEVICES": ""})[0]["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_workers_zero_is_refused_in_one_line(tmp_path):
+    done = run_classp("study", "run", TINY_STUDY, "--workers", 0,
+                      env={"CLASSP_HOME": str(tmp_path / "home")})
+    assert done.returncode == 2
+    assert done.stderr.strip() == "classp: error: --workers must be at least 1, got 0"
+    assert not (tmp_path / "home" / "optuna.journal").exists()
