@@ -63,12 +63,18 @@ def test_table2_rows_hold_the_published_settings():
     assert spec.rows[5].params["variant"] == "published-text" and spec.rows[5].assumed == ("lr",)
 
 
-def test_reproduce_prints_four_columns_with_intervals_and_tracks_every_run(vision_data_dir, classp_home):
+def test_reproduce_prints_four_columns_with_intervals_and_tracks_every_run(vision_data_dir, classp_home,
+                                                                          tmp_path):
     out = run_classp("reproduce", TINY, "--data-dir", vision_data_dir)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("tiny-table1: accuracy"))
-    title, legend, header, *rows = lines[start:]
+    pairs_at = lines.index("paired by seed (CLASSP minus the other row, percentage points):")
+    title, legend, header, *rows = lines[start:pairs_at]
+    pairs = lines[pairs_at + 1:]
+    # CLASSP against SGD and each EWC row, on both evaluations, paired over the 2 seeds
+    assert len(pairs) == 6 and all("2 paired seeds" in p or "diverged" in p for p in pairs), pairs
+    assert [p.split(":")[0] for p in pairs[:2]] == ["as published", "honest"]
     assert "protocol paper, full data" in title
     assert "mean ± std [95% bootstrap CI of the mean] over 2 seed(s)" in legend
     for column in ("paper (n=10)", "ours as published", "ours as specified", "ours honest (test)",
@@ -88,6 +94,31 @@ def test_reproduce_prints_four_columns_with_intervals_and_tracks_every_run(visio
     assert len(runs) == 2 * (2 + 1 + 1 + 1)  # seeds x (two rules for CLASSP, one otherwise)
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.params["protocol"] for r in runs} == {"paper"}
+
+    # The same table, rebuilt from the printed runs split over two files (rows run in two
+    # processes), with nothing run: the same rows, cells and comparisons.
+    runs_printed = [line for line in lines[:start] if line.startswith("[")]
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("\n".join(r for r in runs_printed if "| sgd" not in r.lower() and "SGD" not in r))
+    second.write_text("noise before\n" + "\n".join(r for r in runs_printed if "SGD" in r))
+    rebuilt = run_classp("reproduce", TINY, "--from-logs", first, second)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rebuilt.stdout.strip().splitlines()[2:] == lines[start + 2:]
+
+
+def test_from_logs_names_a_row_the_spec_does_not_have(tmp_path, classp_home):
+    log = tmp_path / "other.txt"
+    log.write_text("[1/1] Some other row | - | seed 0: 50.00% (published eval), 60.00% (test) (1 s)\n")
+    out = run_classp("reproduce", TINY, "--from-logs", log)
+    assert out.returncode == 2
+    line, = out.stderr.strip().splitlines()
+    assert line == (f"classp: error: {log}: a run of row 'Some other row', which tiny-reproduce.toml "
+                    f"does not have; give the spec the runs were made with")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("nothing here\n")
+    out = run_classp("reproduce", TINY, "--from-logs", empty)
+    assert out.stderr.strip() == (f"classp: error: no run lines found in {empty}; give the output "
+                                  f"that `classp reproduce` printed")
 
 
 def test_the_published_code_runs_rows_1_and_2_identically(vision_data_dir):

@@ -19,6 +19,7 @@ Every run is tracked in MLflow: a parent run per table, a child run per row, rul
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,8 @@ def reproduce(spec: ReproduceSpec, seeds: int | None = None, subsample: float = 
                                             if subsample < 1 else ", full data")
              + "".join(f"; {n}" for n in sequence.notes if not n.startswith("subsampled")))
     table = format_table(spec, results, title, seeds, picked)
+    pairs = comparisons(spec, results, picked)
+    table = table + ("\n" + "\n".join(pairs) if pairs else "")
     echo(table)
     tracking.client.log_text(parent, table, "reproduce_table.txt")
     tracking.client.set_terminated(parent, "FINISHED")
@@ -282,3 +285,88 @@ def format_table(spec: ReproduceSpec, results: dict, title: str, seeds: int,
            "  ".join(h.ljust(w) for h, w in zip(header, widths))]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines]
     return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------
+# Paired comparisons, and tables rebuilt from printed runs
+# ----------------------------------------------------------------------------------------
+
+
+def _published(row: Row, results: dict, i: int) -> Cell | None:
+    return results.get((i, "reference-code") if row.method == "classp" else (i, None))
+
+
+def comparisons(spec: ReproduceSpec, results: dict, picked: list[int]) -> list[str]:
+    """The first CLASSP row against every row of another method, paired by seed, on the
+    published evaluation and on the honest one (test sets, eval mode)."""
+    first = next((i for i in picked if spec.rows[i].method == "classp"
+                  and _published(spec.rows[i], results, i)), None)
+    if first is None:
+        return []
+    ours = _published(spec.rows[first], results, first)
+    lines = []
+    for i in picked:
+        row, other = spec.rows[i], _published(spec.rows[i], results, i)
+        if row.method == "classp" or other is None:
+            continue
+        if not other.train:
+            lines.append(f"row {i + 1} ({row.method}): every seed diverged; nothing to pair")
+            continue
+        for split, what in (("train", "as published"), ("test", "honest")):
+            a, b = getattr(ours, split), getattr(other, split)
+            paired = stats.paired_difference(a, b, f"CLASSP (row {first + 1})", f"row {i + 1} ({row.method})")
+            left_out = sorted(set(ours.diverged) | set(other.diverged))
+            note = f" [seeds left out, diverged: {', '.join(map(str, left_out))}]" if left_out else ""
+            lines.append(f"{what}: " + stats.verdict(paired, what=f"keeps {spec.report_task} better") + note)
+    return (["paired by seed (CLASSP minus the other row, percentage points):"] + lines) if lines else []
+
+
+_RUN_LINE = re.compile(
+    r"^\[\d+/\d+\] (?P<label>.+?) \| (?P<rule>\S+) \| seed (?P<seed>\d+): "
+    r"(?:(?P<train>[\d.]+)% \(published eval\), (?P<test>[\d.]+)% \(test\)"
+    r"|(?P<status>diverged|stopped) at step)")
+
+
+def results_from_logs(spec: ReproduceSpec, texts: dict[str, str]) -> tuple[dict, list[int], int]:
+    """The per-run lines `reproduce` printed (`[k/n] label | rule | seed s: ...`), from one
+    or more outputs (rows run in separate processes or machines), as `reproduce`'s cells.
+    Returns (cells, the rows found, the largest number of seeds in a cell)."""
+    labels = {row.label: i for i, row in enumerate(spec.rows)}
+    results: dict[tuple[int, str | None], Cell] = {}
+    for name, text in texts.items():
+        for line in text.splitlines():
+            m = _RUN_LINE.match(line.strip())
+            if not m:
+                continue
+            if m["label"] not in labels:
+                raise UserError(f"{name}: a run of row {m['label']!r}, which {spec.path.name} does not "
+                                f"have; give the spec the runs were made with")
+            i = labels[m["label"]]
+            cell = results.setdefault((i, None if m["rule"] == "-" else m["rule"]), Cell())
+            seed = int(m["seed"])
+            if m["status"]:
+                cell.diverged.append(seed)
+            else:
+                cell.train[seed], cell.test[seed] = float(m["train"]), float(m["test"])
+    if not results:
+        raise UserError(f"no run lines found in {', '.join(texts)}; give the output that "
+                        f"`classp reproduce` printed")
+    seeds = max(len(c.train) + len(c.diverged) for c in results.values())
+    return results, sorted({i for i, _ in results}), seeds
+
+
+def table_from_logs(spec: ReproduceSpec, paths: list[Path], echo=print) -> str:
+    texts = {}
+    for path in paths:
+        try:
+            texts[str(path)] = Path(path).read_text()
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror}; give the files `classp reproduce` "
+                            f"wrote") from None
+    results, picked, seeds = results_from_logs(spec, texts)
+    title = f"{spec.name}: accuracy (%) on {spec.report_task} after the last task, from {len(paths)} output(s)"
+    table = format_table(spec, results, title, seeds, picked)
+    pairs = comparisons(spec, results, picked)
+    table = table + ("\n" + "\n".join(pairs) if pairs else "")
+    echo(table)
+    return table
