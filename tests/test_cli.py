@@ -54,3 +54,32 @@ def test_a_missing_data_directory_gives_the_expected_paths(tmp_path):
     assert out.returncode == 2
     line, = out.stderr.strip().splitlines()
     assert f"{tmp_path / 'none' / 'MNIST' / 'raw'}/" in line and "--download" in line
+
+
+def _all_parsers(parser):
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_parsers(sub)
+
+
+def test_every_flag_of_every_command_says_what_it_does():
+    import argparse
+
+    from classp.cli import build_parser
+
+    silent = [f"{p.prog} {'/'.join(a.option_strings) or a.dest}"
+              for p in _all_parsers(build_parser()) for a in p._actions
+              if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))
+              and (not a.help or a.help == argparse.SUPPRESS)]
+    assert silent == []
+
+
+def test_top_level_help_shows_three_examples():
+    out = classp("--help")
+    assert out.returncode == 0
+    examples = out.stdout.split("examples:")[1].strip().splitlines()
+    assert len(examples) == 3 and all(e.strip().startswith("classp ") for e in examples)

@@ -15,6 +15,11 @@ from typing import Any
 from classp.errors import UserError
 
 EXIT_USAGE = 2
+EXAMPLES = """examples:
+  classp run --sequence split-digits --method classp --lr 0.2 --threshold 1e-4
+  classp study run studies/permuted-digits.toml && classp study confirm studies/permuted-digits.toml
+  classp reproduce studies/paper-table1.toml --seeds 10 --rows 1,4,5
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,10 +40,20 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-METHOD_FLAGS = {  # flag -> method parameter
-    "lr": float, "threshold": float, "power": float, "eps": float, "rule": str,
-    "schedule": str, "ewc_lambda": float, "fisher": str, "mode": str, "gamma": float,
-    "c": float, "momentum": float,
+METHOD_FLAGS = {  # flag -> (type, help); unset flags keep the method's defaults (`classp list`)
+    "lr": (float, "learning rate (> 0; default: the method's)"),
+    "threshold": (float, "CLASSP: squared-gradient threshold below which a weight is left alone "
+                         "(>= 0; default 0)"),
+    "power": (float, "CLASSP: the exponent p (> 0; default 1)"),
+    "eps": (float, "CLASSP: added to the accumulator before the root (>= 0; default 1e-5)"),
+    "rule": (str, "CLASSP: algorithm (default), equation or reference-code"),
+    "schedule": (str, "CLASSP: constant (default), paper or published phase switch"),
+    "ewc_lambda": (float, "EWC: penalty weight (>= 0; default 100)"),
+    "fisher": (str, "EWC: sample (default) or batch Fisher"),
+    "mode": (str, "EWC: separate (default) or online"),
+    "gamma": (float, "EWC online: decay of the old Fisher (default 1)"),
+    "c": (float, "SI: penalty weight (>= 0; default 0.1)"),
+    "momentum": (float, "SGD: momentum (>= 0; default 0)"),
 }
 
 
@@ -46,23 +61,26 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sequence", default="split-digits", help="task sequence (see `classp list`)")
     p.add_argument("--method", default="classp", help="method (see `classp list`)")
     p.add_argument("--model", default=None, help="model (default: the sequence's own)")
-    for flag, kind in METHOD_FLAGS.items():
-        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, default=None,
-                       help=argparse.SUPPRESS if flag in ("momentum", "gamma") else None)
+    for flag, (kind, text) in METHOD_FLAGS.items():
+        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, default=None, help=text)
     p.add_argument("--decay", dest="decay", action=argparse.BooleanOptionalAction, default=None,
                    help="CLASSP: divide steps by the accumulated adjustment")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other method parameter")
-    p.add_argument("--epochs", type=int, nargs="+", default=None, help="one, or one per task")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--epochs", type=int, nargs="+", default=None,
+                   help="epochs, one for all tasks or one per task (>= 1; default: the protocol's)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="training batch size (>= 1; default: the protocol's)")
+    p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None,
+                   help="shuffle each epoch (default: the protocol's; the paper's does not)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and shuffling (default 0)")
+    p.add_argument("--device", default="auto", help="auto (default: a GPU if there is one), cpu, cuda or cuda:N")
     p.add_argument("--data-dir", default=None, help="data folder (default: $CLASSP_DATA)")
     p.add_argument("--download", action="store_true", help="download missing data")
-    p.add_argument("--subsample", type=float, default=1.0, help="keep this fraction of each split")
+    p.add_argument("--subsample", type=float, default=1.0,
+                   help="keep this fraction of each split, in (0, 1] (default 1)")
     p.add_argument("--tasks", dest="num_tasks", type=int, default=None,
-                   help="number of tasks of a permuted sequence")
+                   help="number of tasks of a permuted sequence (>= 1; default: the sequence's)")
     p.add_argument("--eval-train", action=argparse.BooleanOptionalAction, default=None,
                    help="also evaluate on the training sets (the paper's protocol does)")
     p.add_argument("--protocol", default="study", choices=("study", "paper"),
@@ -77,7 +95,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-mode", default="auto", choices=("auto", "eager", "graphed"),
                    help="auto: training steps replayed from CUDA graphs on a GPU, eager on a CPU")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
 
 
 def _method_params(args) -> dict[str, Any]:
@@ -231,24 +249,11 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_ui(args) -> int:
-    import subprocess
-
     from classp.tracking import default_tracking_uri, home
+    from classp.ui import serve
 
     uri = args.tracking_uri or default_tracking_uri()
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--default-artifact-root", (home() / "artifacts").as_uri(),
-               "--host", args.host, "--port", str(args.port)]
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it",
-          file=sys.stderr)
-    import os
-
-    # Light: MLflow's job runner (huey consumers) is not used by this platform.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    try:
-        return subprocess.call(command, env=env)
-    except KeyboardInterrupt:
-        return 0
+    return serve(uri, (home() / "artifacts").as_uri(), args.host, args.port)
 
 
 def _add_study_arguments(p: argparse.ArgumentParser) -> None:
@@ -262,7 +267,8 @@ def _add_study_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="classp", description="Continual-learning research platform for CLASSP.")
+    parser = _Parser(prog="classp", description="Continual-learning research platform for CLASSP.",
+                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_run = sub.add_parser("run", help="train one method through one task sequence")
     _add_run_arguments(p_run)
@@ -276,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_arguments(p_srun)
     p_srun.add_argument("--n-trials", type=int, default=None,
                         help="trials each method's study should have in all (default: the spec's)")
-    p_srun.add_argument("--no-progress", action="store_true")
+    p_srun.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (default: one on a terminal)")
     p_srun.add_argument("--workers", type=int, default=1, metavar="N",
                         help="run N worker processes sharing the study, pinned round-robin to "
                              "the visible GPUs (default 1: this process)")
@@ -288,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_dash = sub.add_parser("dashboard", help="build a Plotly dashboard from the tracked runs")
     p_dash.add_argument("spec", help="dashboard spec, e.g. dashboards/classp-vs-ewc.toml")
-    p_dash.add_argument("--tracking-uri", default=None)
+    p_dash.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default sqlite:///.classp/mlflow.db)")
     p_dash.add_argument("--out", default=None, help="HTML file to write (default: <name>.html)")
     p_dash.set_defaults(func=_cmd_dashboard)
 
@@ -297,15 +305,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep.add_argument("--seeds", type=int, default=None, help="seeds per row (default: the spec's)")
     p_rep.add_argument("--subsample", type=float, default=1.0,
                        help="keep this fraction of every split (said in the table's title)")
-    p_rep.add_argument("--data-dir", default=None)
-    p_rep.add_argument("--download", action="store_true")
+    p_rep.add_argument("--data-dir", default=None,
+                       help="data folder (default: $CLASSP_DATA or ~/.cache/classp/data)")
+    p_rep.add_argument("--download", action="store_true", help="download missing data")
     p_rep.add_argument("--rows", default=None, metavar="N,N,...",
                        help="only these rows (1-based, in the spec's order; default: all)")
     p_rep.add_argument("--rules", default=None, metavar="RULE,RULE",
                        help="CLASSP rows: reference-code (as published), algorithm (as "
                             "specified), or both (default)")
-    p_rep.add_argument("--tracking-uri", default=None)
-    p_rep.add_argument("--device", default="auto")
+    p_rep.add_argument("--tracking-uri", default=None,
+                       help="MLflow tracking URI (default sqlite:///.classp/mlflow.db)")
+    p_rep.add_argument("--device", default="auto",
+                       help="auto (default: a GPU if there is one), cpu, cuda or cuda:N")
     p_rep.add_argument("--from-logs", nargs="+", default=None, metavar="FILE",
                        help="run nothing: rebuild the table and the paired comparisons from "
                             "what earlier runs printed (rows run in parallel processes)")
@@ -313,16 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_data = sub.add_parser("data", help="check and copy MNIST or Fashion-MNIST idx files "
                                          "into the data folder")
-    p_data.add_argument("dataset", choices=("mnist", "fashion-mnist"))
+    p_data.add_argument("dataset", choices=("mnist", "fashion-mnist"), help="which data set")
     p_data.add_argument("source", help="folder with the four idx files (.gz or not)")
     p_data.add_argument("--data-dir", default=None,
                         help="data folder to fill (default: $CLASSP_DATA or ~/.cache/classp/data)")
     p_data.set_defaults(func=_cmd_data)
 
     p_ui = sub.add_parser("ui", help="open the MLflow UI on the local store")
-    p_ui.add_argument("--tracking-uri", default=None)
-    p_ui.add_argument("--host", default="127.0.0.1")
-    p_ui.add_argument("--port", type=int, default=5000)
+    p_ui.add_argument("--tracking-uri", default=None,
+                      help="MLflow tracking URI (default sqlite:///.classp/mlflow.db)")
+    p_ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p_ui.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
     p_ui.set_defaults(func=_cmd_ui)
     return parser
 

@@ -1,0 +1,94 @@
+"""`classp ui`: a real MLflow server that `classp ui` starts, announces and stops with
+itself, whichever stop signal it gets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from support import free_port, subprocess_env
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _port_answers(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT],
+                         ids=["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_stop_signal_to_classp_ui_stops_its_server_and_frees_the_port(tmp_path, stop):
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "classp.cli", "ui", "--port", str(port)],
+                          stderr=subprocess.PIPE, text=True,
+                          env=subprocess_env(CLASSP_HOME=str(tmp_path / "home")))
+    try:
+        lines = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = ui.stderr.readline()
+            lines.append(line)
+            if line.startswith("MLflow UI on ") or not line:
+                break
+        assert lines[-1].startswith(f"MLflow UI on http://127.0.0.1:{port}"), lines
+        assert _port_answers(port)
+        servers = _children(ui.pid)
+        assert servers, "classp ui started no server"
+        groups = {os.getpgid(p) for p in servers}
+        assert ui.pid not in groups  # the server has a group of its own
+
+        ui.send_signal(stop)
+        assert ui.wait(timeout=60) == 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (any(map(_group_alive, groups)) or _port_answers(port)):
+            time.sleep(0.2)
+        assert not any(map(_group_alive, groups)), "a process of the server's group is left"
+        assert not _port_answers(port), f"something still answers on port {port}"
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+        for p in _children(ui.pid):
+            os.killpg(os.getpgid(p), signal.SIGKILL)
+
+
+def test_a_port_in_use_is_one_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "classp.cli", "ui", "--port", str(port)],
+                              capture_output=True, text=True, timeout=180,
+                              env=subprocess_env(CLASSP_HOME=str(tmp_path / "home")))
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("classp: error: the MLflow server exited with status")
+    assert f"is port {port} in use? choose another with --port" in last
