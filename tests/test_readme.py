@@ -36,8 +36,24 @@ def quick_start_output(home: Path) -> tuple[str, str]:
     return study.stdout.strip(), confirm.stdout.strip()
 
 
+PER_TRIAL_LIMIT = 100 * 1024  # bytes of artifacts per run
+TOTAL_LIMIT = 15 * 2**20  # bytes of everything the quick start leaves in CLASSP_HOME
+
+
+def footprint(home: Path) -> tuple[int, int, int]:
+    """(the largest run's artifact bytes, number of runs, all bytes under `home`)."""
+    runs = [d for d in (home / "artifacts").glob("*/*") if d.is_dir()]
+    per_run = [sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for d in runs]
+    total = sum(f.stat().st_size for f in home.rglob("*") if f.is_file())
+    return max(per_run), len(runs), total
+
+
 def test_the_quick_start_prints_what_the_readme_shows(tmp_path):
     study, confirm = quick_start_output(tmp_path / "home")
+    largest, runs, total = footprint(tmp_path / "home")
+    print(f"quick start: {runs} runs, the largest with {largest / 1024:.0f} KB of artifacts; "
+          f"{total / 2**20:.1f} MB in all")
+    assert largest < PER_TRIAL_LIMIT and total < TOTAL_LIMIT, (largest, total)
     text = README.read_text()
     assert confirm.splitlines()[-1].startswith("verdict: ")  # it ends with the verdict
     assert confirm == readme_block(text), (
@@ -65,6 +81,9 @@ if __name__ == "__main__" and sys.argv[1:] == ["--update"]:
     README.write_text(text.replace(readme_block(text, TABLE1_MARKER), table1_from_logs(), 1))
     with tempfile.TemporaryDirectory() as folder:
         study, new = quick_start_output(Path(folder) / "home")
+        largest, runs, total = footprint(Path(folder) / "home")
+    print(f"quick start: {runs} runs, the largest with {largest / 1024:.0f} KB of artifacts; "
+          f"{total / 2**20:.1f} MB in all")
     text = README.read_text()
     text = text.replace(readme_block(text), new, 1)
     # the study sample: the block of the method named on its first line, as printed now
