@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -85,42 +87,88 @@ def test_ewc_penalty_is_zero_at_its_anchor_and_grows_away_from_it(digits):
     assert 0 < penalties[0] < penalties[1] < penalties[2]
 
 
-def test_ewc_fisher_comes_from_the_model_at_the_end_of_the_previous_task(digits):
-    def grab(event):
-        return [p.detach().clone() for p in event.model.parameters()]
+class EWCWatcher:
+    """Looks at the engine's own EWC object (handed to observers at the run's start): at
+    each task's end, its anchors and the model as they are at that moment."""
 
-    rec = Recorder(grab)
-    result = run(_config("ewc", lr=0.05, ewc_lambda=1.0, fisher_samples=64), [rec], sequence=digits)
-    assert result.status == "finished"
-    # The run's EWC object is not returned; rebuild its first anchor from the same weights.
-    weights_after_task1 = rec.seen[0]
-    ewc = EWC(fisher_samples=64)
-    model = _tiny_model_like(weights_after_task1)
-    ewc.end_task(0, model, digits.tasks[0].train.x, digits.tasks[0].train.y)
-    fisher, star = ewc.anchors[0]
-    for s, w in zip(star, weights_after_task1):
-        assert torch.equal(s, w)
-    # and the per-sample Fisher is the mean of squared per-sample gradients
-    x, y = digits.tasks[0].train.x[:64], digits.tasks[0].train.y[:64]
-    expected = [torch.zeros_like(p) for p in model.parameters()]
-    model.eval()
+    def __init__(self):
+        self.ewc, self.seen = None, []
+
+    def on_run_start(self, config, sequence, model, method):
+        self.ewc = method
+
+    def on_step(self, event):
+        pass
+
+    def on_task_end(self, event):
+        self.seen.append({
+            "weights": [p.detach().clone() for p in event.model.parameters()],
+            "anchors": [([f.clone() for f in fisher], [s.clone() for s in star])
+                        for fisher, star in self.ewc.anchors],
+            "model": copy.deepcopy(event.model)})
+
+    def on_run_end(self, result):
+        pass
+
+
+def _independent_sample_fisher(model, x, y):
+    """Mean over samples of each sample's squared gradient, one sample at a time, in eval
+    mode: written from the definition, sharing no code with classp.methods.ewc."""
+    model = copy.deepcopy(model).eval()
+    params = list(model.parameters())
+    total = [torch.zeros_like(p) for p in params]
     for i in range(len(y)):
-        grads = torch.autograd.grad(F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]),
-                                    list(model.parameters()))
-        for e, g in zip(expected, grads):
-            e.add_(g.pow(2) / len(y))
-    for f, e in zip(fisher, expected):
-        torch.testing.assert_close(f, e, rtol=1e-4, atol=1e-7)
+        grads = torch.autograd.grad(F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]), params)
+        for t, g in zip(total, grads):
+            t.add_(g * g)
+    return [t / len(y) for t in total]
 
 
-def _tiny_model_like(weights):
-    from classp.models import MLP
+def test_the_engine_s_ewc_anchors_each_task_at_its_end_with_its_fisher(digits):
+    watcher = EWCWatcher()
+    result = run(_config("ewc", lr=0.05, ewc_lambda=1.0, fisher_samples=48), [watcher],
+                 sequence=digits)
+    assert result.status == "finished"
+    for k, seen in enumerate(watcher.seen):
+        assert len(seen["anchors"]) == k + 1  # separate mode: one (F, w*) per task so far
+        fisher, star = seen["anchors"][k]
+        for s, w in zip(star, seen["weights"]):
+            assert torch.equal(s, w)  # w* is the model at the end of its task
+        task = digits.tasks[k].train
+        expected = _independent_sample_fisher(seen["model"], task.x[:48], task.y[:48])
+        for f, e in zip(fisher, expected):
+            torch.testing.assert_close(f, e, rtol=1e-4, atol=1e-8)
 
-    model = MLP(64, 10)
+
+def test_online_ewc_keeps_one_fisher_decayed_by_gamma(digits):
+    watcher = EWCWatcher()
+    run(_config("ewc", lr=0.05, ewc_lambda=1.0, fisher_samples=48, mode="online", gamma=0.5),
+        [watcher], sequence=digits)
+    previous = None
+    for k, seen in enumerate(watcher.seen):
+        (fisher, star), = seen["anchors"]  # one anchor, whatever the task
+        task = digits.tasks[k].train
+        new = _independent_sample_fisher(seen["model"], task.x[:48], task.y[:48])
+        expected = new if previous is None else [0.5 * p + n for p, n in zip(previous, new)]
+        for f, e in zip(fisher, expected):
+            torch.testing.assert_close(f, e, rtol=1e-4, atol=1e-8)
+        for s, w in zip(star, seen["weights"]):
+            assert torch.equal(s, w)  # the latest weights
+        previous = fisher
+
+
+def test_ewc_penalty_is_half_lambda_fisher_weighted_squared_distance():
+    model = torch.nn.Linear(2, 1)
     with torch.no_grad():
-        for p, w in zip(model.parameters(), weights):
-            p.copy_(w)
-    return model
+        model.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        model.bias.fill_(0.5)
+    ewc = EWC(ewc_lambda=4.0)
+    ewc.anchors = [([torch.tensor([[0.1, 0.2]]), torch.tensor([0.3])],
+                    [torch.tensor([[0.0, 0.0]]), torch.tensor([1.5])]),
+                   ([torch.tensor([[1.0, 0.0]]), torch.tensor([0.0])],
+                    [torch.tensor([[2.0, 0.0]]), torch.tensor([0.0])])]
+    by_hand = 0.5 * 4.0 * ((0.1 * 1 + 0.2 * 4 + 0.3 * 1) + (1.0 * 1))
+    assert ewc.penalty(model).item() == pytest.approx(by_hand)
 
 
 def test_ewc_batch_fisher_is_the_mean_squared_batch_gradient(digits):
