@@ -2,7 +2,10 @@
 
 Storage: a local Optuna journal file by default (safe for several processes on one host;
 SQLite is not), or an RDB URL (PostgreSQL) shared by workers on many machines, with
-heartbeats so that a killed worker's trial is failed and retried.
+heartbeats so that a killed worker's trial is failed and retried. The journal has no
+heartbeats: each trial records its worker (host, pid), and a worker on that host fails and
+retries the trials of workers that are gone; a torn last line of the journal (a crash
+mid-write) is cut, and kept beside it, before anything is appended.
 
 The worker loop is Optuna's own `_run_trial` written out (ask, heartbeat, tell), for one
 reason: the check "does the study still need a trial?" and the `ask()` that creates it
@@ -18,7 +21,9 @@ import fcntl
 import hashlib
 import math
 import os
+import socket
 import statistics
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -71,6 +76,7 @@ def open_storage(url: str | None, on_stale_trial=None) -> Storage:
         path = Path(url.removeprefix("journal://")).expanduser().resolve()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            repair_journal_tail(path)
             backend = optuna.storages.journal.JournalFileBackend(str(path))
         except OSError as exc:
             raise UserError(f"cannot open the Optuna journal {path}: {exc.strerror}; give a "
@@ -98,6 +104,84 @@ def open_storage(url: str | None, on_stale_trial=None) -> Storage:
     else:  # sqlite and others: one host only
         lock = lambda name: _file_lock(home() / "rdb.lock")  # noqa: E731
     return Storage(storage, url, lock)
+
+
+def repair_journal_tail(path: Path, echo=None) -> int:
+    """A crash mid-write leaves a torn last line; the next append would glue onto it and
+    make the whole journal unreadable. Cut the torn tail (under Optuna's own journal lock),
+    keep what was cut beside the journal, and say so. Returns the bytes cut."""
+    import optuna
+
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        with open(path, "rb+") as journal:
+            journal.seek(0, os.SEEK_END)
+            size = journal.tell()
+            journal.seek(max(0, size - 1))
+            if journal.read(1) == b"\n":
+                return 0
+            journal.seek(0)
+            data = journal.read()
+            keep = data.rfind(b"\n") + 1  # 0: not one whole line
+            kept = path.with_name(f"{path.name}.torn-{int(time.time())}")
+            kept.write_bytes(data[keep:])
+            journal.truncate(keep)
+    finally:
+        lock.release()
+    (echo or (lambda text: print(text, file=sys.stderr)))(
+        f"warning: the Optuna journal {path} ended in a torn line (a crash mid-write); cut "
+        f"{size - keep} bytes, kept in {kept.name}")
+    return size - keep
+
+
+# Journal storage has no heartbeats: a trial records its worker (host, pid and the pid's
+# start time, so that a reused pid is not taken for the same process), and a worker that
+# finds a RUNNING trial whose owner on this host is gone fails it and queues its retry.
+WORKER_ATTR = "classp.worker"
+
+
+def worker_id(pid: int | None = None) -> str:
+    pid = pid or os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
+
+
+def _process_start(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def _owner_is_gone(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's worker: no way to tell from here
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return started not in ("?", _process_start(int(pid)))
+
+
+def fail_trials_of_dead_workers(study, on_failed) -> int:
+    """Fail (and hand to `on_failed`, which retries and closes the MLflow run) every RUNNING
+    trial whose worker on this host is gone. Call under the study's lock."""
+    import optuna
+
+    failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner = trial.user_attrs.get(WORKER_ATTR)
+        if owner and _owner_is_gone(owner):
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            on_failed(study, study._storage.get_trial(trial._trial_id))
+            failed += 1
+    return failed
 
 
 @contextlib.contextmanager
@@ -602,6 +686,8 @@ def _work(study, objective, storage: Storage, name: str, target: int | None,
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         optuna.storages.fail_stale_trials(study)
+                else:
+                    fail_trials_of_dead_workers(study, _stale_trial_callback(_close_stale_run(tracking)))
                 enough = target is not None and counted_trials(study) >= target
                 if not enough:
                     with warnings.catch_warnings():
@@ -609,6 +695,7 @@ def _work(study, objective, storage: Storage, name: str, target: int | None,
                         # is optimize's own, written out, with the heartbeat thread below.
                         warnings.simplefilter("ignore")
                         trial = study.ask()
+                    trial.set_user_attr(WORKER_ATTR, worker_id())
                 elif not (heartbeat and _running(study)):
                     break
             if trial is None:
