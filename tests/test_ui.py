@@ -92,3 +92,12 @@ def test_a_port_in_use_is_one_line(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("classp: error: the MLflow server exited with status")
     assert f"is port {port} in use? choose another with --port" in last
+
+
+@pytest.mark.parametrize("port", ["99999", "0"])
+def test_a_port_out_of_range_is_one_line(tmp_path, port):
+    done = subprocess.run([sys.executable, "-m", "classp.cli", "ui", "--port", port],
+                          capture_output=True, text=True, timeout=120,
+                          env=subprocess_env(CLASSP_HOME=str(tmp_path / "home")))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"classp: error: --port must be between 1 and 65535, got {port}"

@@ -41,6 +41,7 @@ from typing import Any
 from classp.data import SEQUENCES
 from classp.engine import SPLITS
 from classp.errors import UserError
+from classp.tracking import check_name
 from classp.methods import METHODS
 from classp.models import MODELS
 from classp.tomlfile import read_toml
@@ -167,6 +168,10 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     study.only({"name", "sequence", "methods", "objective", "n_trials", "timeout_minutes",
                 "seeds", "confirm_seeds", "tune_split"})
     name = study.get("name", (str,), required=True)
+    try:
+        check_name(name, "the study name")
+    except UserError as exc:
+        study.fail("name", str(exc))
     sequence = study.get("sequence", (str,), required=True)
     if sequence not in SEQUENCES:
         study.fail("sequence", f"unknown sequence {sequence!r}; allowed: {', '.join(SEQUENCES)}")

@@ -36,6 +36,7 @@ from classp.engine import RunConfig, StopRun, data_options, run
 from classp.errors import UserError, first_line
 from classp.specs import Choice, FloatRange, MethodSpec, StudySpec
 from classp.tracking import (
+    filter_literal,
     TAG_KIND,
     TAG_METHOD,
     TAG_RULE,
@@ -789,7 +790,7 @@ def reconcile_runs(tracking: Tracking, experiment_id: str, study) -> int:
     for trial in study.get_trials(deepcopy=False):
         by_run.setdefault(trial.user_attrs.get("mlflow_run_id"), trial)
     running = tracking.client.search_runs(
-        [experiment_id], f"tags.`{TAG_STUDY}` = '{study.study_name}' and "
+        [experiment_id], f"tags.`{TAG_STUDY}` = {filter_literal(study.study_name)} and "
                          f"tags.`{TAG_KIND}` = 'trial' and attributes.status = 'RUNNING'")
     closed = 0
     for mlflow_run in running:

@@ -46,6 +46,29 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{home() / 'mlflow.db'}"
 
 
+def filter_literal(value: str) -> str:
+    """`value` quoted for an MLflow search filter. MLflow's filter strings have no escapes:
+    a value is quoted with the quote character it does not contain (names holding both are
+    refused where they enter: `check_name`)."""
+    check_name(value, "value")
+    return f'"{value}"' if "'" in value else f"'{value}'"
+
+
+MAX_NAME_LENGTH = 200
+
+
+def check_name(value: str, what: str) -> None:
+    """A name that reaches MLflow tags and search filters: printable, at most 200
+    characters, not both kinds of quote."""
+    if len(value) > MAX_NAME_LENGTH:
+        raise UserError(f"{what} is {len(value)} characters long; use at most {MAX_NAME_LENGTH}")
+    if "'" in value and '"' in value:
+        raise UserError(f"{what} {value!r} holds both ' and \"; MLflow's search cannot match "
+                        f"such a name: drop one kind of quote")
+    if any(not c.isprintable() for c in value):
+        raise UserError(f"{what} {value!r} holds control characters; use printable ones")
+
+
 def _is_local_default(uri: str) -> bool:
     return uri.startswith("sqlite:///")
 
@@ -127,7 +150,7 @@ class Tracking:
     def parent_run(self, experiment_id: str, study_name: str, tags: dict[str, str]) -> str:
         """The study's parent run: found by its tag, or created; a duplicate made by a
         concurrent worker is removed so that every worker shares the earliest one."""
-        query = f"tags.`{TAG_STUDY}` = '{study_name}' and tags.`{TAG_KIND}` = 'study'"
+        query = f"tags.`{TAG_STUDY}` = {filter_literal(study_name)} and tags.`{TAG_KIND}` = 'study'"
 
         def existing():
             return self.client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"],
