@@ -39,6 +39,14 @@ def test_list_names_sequences_methods_and_models():
     (["run", "--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
     (["run", "--subsample", "0"], "subsample must be in (0, 1]"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["run", "--method", "ewc", "--param", "ewc_lambda=abc"], "method 'ewc': ewc_lambda must be a finite number, got 'abc'"),
+    (["run", "--method", "si", "--param", "c=abc"], "method 'si': c must be a finite number, got 'abc'"),
+    (["run", "--method", "sgd", "--param", "momentum=-1"], "momentum must be >= 0, got -1"),
+    (["run", "--method", "sgd", "--lr", "inf"], "method 'sgd': lr must be a finite number, got inf"),
+    (["run", "--method", "classp", "--param", "decay=maybe"], "method 'classp': decay must be true or false, got 'maybe'"),
+    (["run", "--eps", "-1e-5"], "for a negative number write it with '=', e.g. --eps=-1e-5"),
+    (["run", "--sequence", "split-digits", "--tasks", "3"], "'split-digits' has a fixed number of tasks; --tasks is for the permuted sequences"),
+    (["run", "--sequence", "permuted-digits", "--tasks", "100000"], "100000 tasks would hold 100000 permuted copies"),
 ])
 def test_bad_input_is_one_line_and_a_non_zero_exit(args, message):
     out = classp(*args)

@@ -24,6 +24,9 @@ EXAMPLES = """examples:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print the usage too: keep one line
+        if message.endswith("expected one argument"):
+            # "--eps -1e-5": argparse takes a negative number in exponent form for a flag
+            message += "; for a negative number write it with '=', e.g. --eps=-1e-5"
         raise UserError(f"{message} (see '{self.prog} --help')")
 
 

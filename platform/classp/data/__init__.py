@@ -150,6 +150,8 @@ def _local_or(opts: DataOptions, stem: str, default: str) -> str:
     return default
 
 
+MAX_PERMUTED_TASKS = 100  # each task is a permuted copy of the whole data set
+
 SEQUENCES: dict[str, Callable[[DataOptions], TaskSequence]] = {
     "mnist-fmnist": _mnist_fmnist,
     "fpb-imdb": _fpb_imdb,
@@ -186,6 +188,12 @@ def load_sequence(name: str, opts: DataOptions | None = None) -> TaskSequence:
         raise UserError(f"subsample must be in (0, 1], got {opts.subsample}")
     if opts.num_tasks is not None and opts.num_tasks < 1:
         raise UserError(f"the number of tasks must be at least 1, got {opts.num_tasks}")
+    if opts.num_tasks is not None and not name.startswith("permuted-"):
+        raise UserError(f"{name!r} has a fixed number of tasks; --tasks is for the permuted "
+                        f"sequences ({', '.join(s for s in SEQUENCES if s.startswith('permuted-'))})")
+    if opts.num_tasks is not None and opts.num_tasks > MAX_PERMUTED_TASKS:
+        raise UserError(f"{opts.num_tasks} tasks would hold {opts.num_tasks} permuted copies of "
+                        f"the data in memory; use at most {MAX_PERMUTED_TASKS}")
     sequence = SEQUENCES[name](opts)
     if opts.subsample < 1:
         sequence.tasks = [subsample_task(t, opts.subsample) for t in sequence.tasks]

@@ -52,6 +52,26 @@ class RunPlan:
     seed: int
 
 
+# Parameters that no method accepts below zero.
+NON_NEGATIVE = ("momentum", "ewc_lambda", "c", "threshold", "eps", "gamma", "xi")
+
+
+def _check_type(method: str, key: str, value: Any, default: Any) -> None:
+    """A value (from a spec or `--param`) has its default's kind: a finite number where the
+    default is a number, true/false where it is a flag, a name where it is a name."""
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        kind = "a finite number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a name"
+    else:
+        return
+    if not ok:
+        raise UserError(f"method {method!r}: {key} must be {kind}, got {value!r}")
+
+
 class Method:
     name: ClassVar[str]
     #: hyper-parameters and their defaults; anything else given is an error
@@ -64,10 +84,16 @@ class Method:
         if unknown:
             raise UserError(f"method {self.name!r} has no parameter {unknown[0]!r}; its "
                             f"parameters are: {', '.join(self.defaults)}")
+        for key, value in params.items():
+            _check_type(self.name, key, value, self.defaults[key])
         self.params = {**self.defaults, **params}
         lr = self.params.get("lr")
-        if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
+        if lr is not None and not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
             raise UserError(f"lr must be a positive number, got {lr!r}")
+        for key in NON_NEGATIVE:
+            value = self.params.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+                raise UserError(f"{key} must be >= 0, got {value!r}")
 
     # -- hooks --------------------------------------------------------------------------
     def start_run(self, plan: RunPlan) -> None:
