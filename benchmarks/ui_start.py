@@ -19,19 +19,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from support import child_pids  # noqa: E402  (the tests' /proc helper)
 
 
 def process_tree(pid: int) -> list[int]:
-    found = [pid]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found += process_tree(int(entry.name))
-    return found
+    return [pid, *(p for child in child_pids(pid) for p in process_tree(child))]
 
 
 def resident_mib(pids: list[int]) -> float:

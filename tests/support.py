@@ -98,6 +98,20 @@ def stop_process(process) -> None:
             process.wait()
 
 
+def child_pids(pid: int) -> list[int]:
+    """Processes whose parent is `pid`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment for a child process, importing `classp` from this checkout (not
     from wherever an editable install last pointed)."""

@@ -9,25 +9,10 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from support import free_port, subprocess_env
-
-
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
+from support import child_pids, free_port, subprocess_env
 
 
 def _group_alive(pgid: int) -> bool:
@@ -61,7 +46,7 @@ def test_a_stop_signal_to_classp_ui_stops_its_server_and_frees_the_port(tmp_path
                 break
         assert lines[-1].startswith(f"MLflow UI on http://127.0.0.1:{port}"), lines
         assert _port_answers(port)
-        servers = _children(ui.pid)
+        servers = child_pids(ui.pid)
         assert servers, "classp ui started no server"
         groups = {os.getpgid(p) for p in servers}
         assert ui.pid not in groups  # the server has a group of its own
@@ -76,7 +61,7 @@ def test_a_stop_signal_to_classp_ui_stops_its_server_and_frees_the_port(tmp_path
     finally:
         if ui.poll() is None:
             ui.kill()
-        for p in _children(ui.pid):
+        for p in child_pids(ui.pid):
             os.killpg(os.getpgid(p), signal.SIGKILL)
 
 
