@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from classp import CLASSP
-from classp.published import PublishedCLASSP
 from classp.models import PaperCNN
+from classp.published import PublishedCLASSP
 
 THRESHOLD = 1e-6  # > 0 so that the per-weight mask is computed, as in a real CLASSP run
 

@@ -14,7 +14,7 @@ import optuna
 from mlflow import MlflowClient
 
 from classp.tracking import TAG_KIND, TAG_STUDY
-from support import REPO, run_classp, subprocess_env
+from support import run_classp, subprocess_env
 
 SPEC = """
 [study]

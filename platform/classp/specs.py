@@ -41,10 +41,10 @@ from typing import Any
 from classp.data import SEQUENCES
 from classp.engine import SPLITS
 from classp.errors import UserError
-from classp.tracking import check_name
 from classp.methods import METHODS
 from classp.models import MODELS
 from classp.tomlfile import read_toml
+from classp.tracking import check_name
 
 OBJECTIVES = ("accuracy", "old-new")
 SAMPLERS = ("tpe", "random")

@@ -36,7 +36,6 @@ from classp.engine import RunConfig, StopRun, data_options, run
 from classp.errors import UserError, first_line
 from classp.specs import Choice, FloatRange, MethodSpec, StudySpec
 from classp.tracking import (
-    filter_literal,
     TAG_KIND,
     TAG_METHOD,
     TAG_RULE,
@@ -45,6 +44,7 @@ from classp.tracking import (
     TAG_TRIAL,
     RunLogger,
     Tracking,
+    filter_literal,
     home,
     redact,
 )
