@@ -45,6 +45,23 @@ def make_mnist_like(folder: Path, n_train: int = 200, n_test: int = 100, seed: i
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_STUDY = REPO / "tests" / "fixtures" / "tiny-study.toml"
+SCREENSHOTS = REPO / "test-artifacts"  # ignored by git (.gitignore): never in the tree
+CHROMIUM = os.environ.get("CLASSP_CHROMIUM", "/usr/bin/chromium")
+
+
+def chromium_path() -> str:
+    """Chromium for the browser tests: a failure in CI when missing, a skip elsewhere."""
+    import shutil
+
+    import pytest
+
+    path = shutil.which(CHROMIUM) or (CHROMIUM if Path(CHROMIUM).exists() else None)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium not found at {CHROMIUM}: install it as the README says "
+                        f"(apt-get install chromium)")
+        pytest.skip("Chromium is not installed (CI installs it)")
+    return path
 
 
 def free_port() -> int:

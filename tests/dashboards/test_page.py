@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,24 +9,10 @@ import pytest
 from classp.dashboards import build_dashboard, load_dashboard_spec
 from classp.dashboards.page import DASHBOARD_EXPERIMENT
 from classp.errors import UserError
-from support import free_port, run_classp
+from support import SCREENSHOTS, chromium_path, free_port, run_classp
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "dashboards" / "classp-vs-ewc.toml"
-SCREENSHOTS = REPO / "test-artifacts"  # ignored by git (.gitignore): never in the tree
-CHROMIUM = os.environ.get("CLASSP_CHROMIUM", "/usr/bin/chromium")
-
-
-def _chromium() -> str:
-    path = shutil.which(CHROMIUM) or (CHROMIUM if Path(CHROMIUM).exists() else None)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium not found at {CHROMIUM}: install it as the README says "
-                        f"(apt-get install chromium)")
-        pytest.skip("Chromium is not installed (CI installs it)")
-    return path
-
-
 def _spec(tmp_path, methods=("classp", "ewc"), sequences=("split-digits", "mnist-fmnist")) -> Path:
     text = SPEC.read_text()
     text = text.replace('methods = ["classp", "ewc", "sgd"]', f"methods = {list(methods)!r}".replace("'", '"'))
@@ -46,7 +30,7 @@ def test_the_page_renders_every_panel_offline_in_chromium(tracked, tmp_path):
     out = build_dashboard(load_dashboard_spec(_spec(tmp_path)), out=tmp_path / "dash.html")
     SCREENSHOTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=[
+        browser = p.chromium.launch(executable_path=chromium_path(), args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
         context = browser.new_context(offline=True, viewport={"width": 1400, "height": 1000})
