@@ -98,3 +98,24 @@ def test_the_paper_cnn_trains_on_image_tasks(digits):
     result = run(RunConfig(method="classp", model="paper-cnn", epochs=1,
                            method_params={"lr": 0.05}), sequence=digits)
     assert result.num_parameters == 32 * 9 + 32 + 64 * 32 * 9 + 64 + 256 * 128 + 128 + 1290
+
+
+def test_a_short_task_still_reports_enough_points(digits):
+    counting = Counting()
+    # one epoch of about 300 images in batches of 8: about 38 steps per task, under
+    # 20 * log_every (25): the cadence drops so that each task gives at least 20 points
+    result = run(RunConfig(method="sgd", epochs=1, batch_size=8, log_every=25), [counting],
+                 sequence=digits)
+    steps_per_task = -(-len(digits.tasks[0].train) // 8)
+    first_task = [s for s in counting.steps if s[0] <= steps_per_task]
+    assert len(first_task) >= min(20, steps_per_task)
+    assert result.steps == sum(-(-len(t.train) // 8) for t in digits.tasks)
+
+
+def test_logged_settings_are_what_the_run_used(digits):
+    from classp.engine import resolved_settings
+
+    settings = resolved_settings(RunConfig(method="sgd"), digits)
+    assert settings["model"] == "mlp" and settings["batch_size"] == 32
+    assert settings["epochs"] == [5] * 5 and settings["num_tasks"] == 5
+    assert None not in settings.values() and "data_dir" not in settings

@@ -26,6 +26,7 @@ from classp.sparsity import UpdateCounter
 from classp.stepping import STEP_MODES, RunningSums, StepBody, build_steps
 
 SPLITS = ("train", "val", "test")
+MIN_POINTS_PER_TASK = 20
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class RunConfig:
     eval_splits: tuple[str, ...] = ("val", "test")
     eval_train: bool | None = None  # None: as the sequence's protocol says (the paper: yes)
     eval_batch_size: int = 1024
+    # At most this many steps per reported point; fewer on a short task, so that every
+    # task gives at least MIN_POINTS_PER_TASK points (or one per step).
     log_every: int = 25
     track_updates: bool = False  # per-weight update counts (any method), for sparsity
     progress: bool = False
@@ -167,6 +170,27 @@ def check_config(config: RunConfig) -> None:
             raise UserError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
 
 
+def report_every(log_every: int, steps_in_task: int) -> int:
+    """Steps per reported point: `log_every`, or fewer so that a short task still gives
+    MIN_POINTS_PER_TASK points (curves with a shape in the MLflow UI)."""
+    return max(1, min(log_every, steps_in_task // MIN_POINTS_PER_TASK))
+
+
+def resolved_settings(config: RunConfig, sequence: TaskSequence) -> dict[str, Any]:
+    """The run's settings as logged: what the run used where the config left it to the
+    protocol (model, batch size, epochs, shuffling, training-set evaluation, number of
+    tasks), and nothing that stayed unset."""
+    protocol = sequence.protocol
+    out = config.flat()
+    out.update(model=config.model or protocol.model,
+               batch_size=config.batch_size or protocol.batch_size,
+               epochs=epochs_per_task(config, sequence),
+               shuffle=protocol.shuffle if config.shuffle is None else config.shuffle,
+               eval_train=protocol.eval_train if config.eval_train is None else config.eval_train,
+               num_tasks=len(sequence.tasks))
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def data_options(config: RunConfig) -> DataOptions:
     """Where and how a run's data is loaded."""
     return DataOptions(data_dir=Path(config.data_dir) if config.data_dir else None,
@@ -273,6 +297,7 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
             steps.reset()  # methods replace tensors between tasks: no graph outlives a task
             task_start_step = step
             train = _joint_split(tasks[: k + 1]) if method.joint else task.train
+            every = report_every(config.log_every, epochs[k] * math.ceil(len(train) / batch_size))
             model.train()
             for epoch in range(epochs[k]):
                 order = (torch.randperm(len(train), generator=shuffler).to(device)
@@ -287,7 +312,7 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
                     loss = steps.step(x, y)  # forward, backward, optimizer, sums: no host sync
                     method.step_done()
                     window.count(len(y))
-                    if window.steps == config.log_every:
+                    if window.steps == every:
                         window.close(step, k, epoch)
                 # 4b. Published text protocol: whole passes until the last batch's loss is
                 #     below the task's target (one host read per pass).
