@@ -240,3 +240,50 @@ def test_classp_ui_serves_the_local_store(classp_home):
         assert "sparsity/update_histograms.png" in artifacts
     finally:
         stop_process(ui)
+
+
+def test_the_shipped_specs_path_tpe_two_objectives_pareto_best_then_confirm(classp_home, tmp_path):
+    """What every shipped spec does: TPE, the old/new objective, the best trial taken from
+    the Pareto front, then confirm; each piece checked against an independent reading."""
+    import optuna
+
+    from classp.study import best_params, confirm, open_storage, run_study
+
+    text = (TINY_STUDY.read_text().replace('methods = ["classp", "sgd"]', 'methods = ["sgd"]')
+            .replace('name = "random"', 'name = "tpe"')
+            .replace('[study]\n', '[study]\nobjective = "old-new"\n'))
+    spec_path = tmp_path / "tpe.toml"
+    spec_path.write_text(text)
+    spec = load_spec(spec_path)
+    assert spec.directions == ["maximize", "maximize"] and spec.sampler == "tpe"
+    run_study(spec, n_trials=7, echo=lambda *_: None)  # TPE proposes after 5 startup trials
+
+    storage = open_storage(None)
+    study = optuna.load_study(study_name="tiny.sgd", storage=storage.optuna_storage)
+    complete = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 7
+    client = MlflowClient(f"sqlite:///{classp_home / 'mlflow.db'}")
+    for t in complete:
+        folder = tmp_path / f"t{t.number}"
+        folder.mkdir()
+        matrix = json.loads(Path(client.download_artifacts(
+            t.user_attrs["mlflow_run_id"], "accuracy_matrix.json", str(folder))).read_text())
+        final = matrix["splits"][spec.tune_split][-1]
+        # old: mean final accuracy on every task but the last; new: the last task's
+        assert t.values == pytest.approx([sum(final[:-1]) / (len(final) - 1), final[-1]])
+
+    params, chosen = best_params(study, spec)
+
+    def dominated(a):
+        return any(all(b >= a for b, a in zip(o.values, a.values)) and o.values != a.values
+                   for o in complete)
+
+    front = [t for t in complete if not dominated(t)]
+    assert chosen.number in {t.number for t in front}
+    assert sum(chosen.values) == max(sum(t.values) for t in front)
+    assert params["lr"] == chosen.params["lr"]
+
+    printed = []
+    confirm(spec, echo=printed.append)
+    table = printed[0]
+    assert "sgd" in table and "n=2 confirmation seeds (7, 8, never used in tuning)" in table
