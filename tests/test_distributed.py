@@ -120,8 +120,10 @@ def test_a_killed_worker_s_trial_is_failed_by_heartbeat_and_retried(postgres, tr
     _wait_for(running_with_run, 300, "no trial started")
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
-    killed = next(t for t in _study(postgres, "killed").get_trials()
-                  if t.state == optuna.trial.TrialState.RUNNING)
+    running = [t for t in _study(postgres, "killed").get_trials()
+               if t.state == optuna.trial.TrialState.RUNNING]
+    assert len(running) == 1, f"expected the killed worker's one running trial, found {running}"
+    killed = running[0]
 
     survivor = _worker(spec, 3, postgres.url(), tracking_server, tmp_path / "survivor", heartbeat=1)
     out, err = survivor.communicate(timeout=600)
