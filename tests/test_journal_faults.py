@@ -52,7 +52,7 @@ def _journal_study(home, name):
 
 def test_a_killed_local_worker_s_trial_is_failed_retried_and_the_study_completes(tmp_path):
     home = tmp_path / "home"
-    spec = _spec(tmp_path, "killed", 3, epochs=30)  # trials of some seconds
+    spec = _spec(tmp_path, "killed", 3, epochs=12)  # trials of a few seconds
     env = subprocess_env(CLASSP_HOME=str(home))
     victim = subprocess.Popen([sys.executable, "-m", "classp.cli", "study", "run", str(spec),
                                "--no-progress"], env=env, stdout=subprocess.PIPE,
