@@ -89,8 +89,20 @@ def test_the_share_of_unchanged_weights_is_per_window(logger):
     log.on_step(_step_event(5, 5, HandCounts({"w": torch.tensor([5.0, 5.0, 0.0, 0.0])})))
     log.on_step(_step_event(10, 5, HandCounts({"w": torch.tensor([5.0, 5.0, 5.0, 0.0])})))
     log.flush()
-    history = client.get_metric_history(run_id, "sparsity/w")
+    history = client.get_metric_history(run_id, "sparsity/all")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(5, 0.5), (10, 0.75)]
+
+
+def test_each_parameter_s_share_of_unchanged_weights_is_logged_per_task(logger):
+    log, client, run_id = logger
+    # task 1, 4 steps: w moved 0 + 4 + 2 = 6 of 12 weight-steps; task 2, 2 steps: 3 of 6
+    first = _task_end(0, 4, HandCounts({"w": torch.tensor([0.0, 4.0, 2.0])}))
+    second = _task_end(1, 2, HandCounts({"w": torch.tensor([2.0, 4.0, 3.0])}))
+    first.step, second.step = 4, 6
+    log.on_task_end(first)
+    log.on_task_end(second)
+    history = client.get_metric_history(run_id, "sparsity/w")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(4, 0.5), (6, 0.5)]
 
 
 def test_the_counter_counts_the_steps_that_moved_each_weight():

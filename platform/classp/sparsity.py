@@ -94,7 +94,7 @@ def histogram_figure(histograms: list[dict], title: str, max_panels: int = 8):
     shown = names[:max_panels]
     cols = min(2, max(1, len(shown)))
     rows = max(1, -(-len(shown) // cols))
-    fig = Figure(figsize=(4.2 * cols, 2.3 * rows + 0.9), dpi=72)
+    fig = Figure(figsize=(4.2 * cols, 2.3 * rows + 0.9), dpi=60)
     axes = fig.subplots(rows, cols, squeeze=False)
     width = 0.8 / max(1, len(histograms))
     for i, name in enumerate(shown):

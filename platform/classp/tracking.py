@@ -235,12 +235,14 @@ class RunLogger:
         self.metric("train_loss", event.loss, event.step)
         self.metric("train_accuracy", event.accuracy, event.step)
         if event.updates is not None:
+            # One curve over all weights per window (the share a step left unchanged); the
+            # per-parameter shares are logged per task (on_task_end), with the histograms.
+            # Per-parameter curves at every window would multiply the metric rows by the
+            # number of tensors: most of a study's MLflow store.
             totals = event.updates.totals().tolist()  # one host read for every tensor
             previous = self._previous_totals or [0.0] * len(totals)
-            for name, size, now, before in zip(event.updates.names, event.updates.sizes(),
-                                               totals, previous):
-                updated = (now - before) / (size * event.steps_in_window)
-                self.metric(f"sparsity/{name}", 1.0 - updated, event.step)
+            updated = (sum(totals) - sum(previous)) / (sum(event.updates.sizes()) * event.steps_in_window)
+            self.metric("sparsity/all", 1.0 - updated, event.step)
             self._previous_totals = totals
 
     def on_task_end(self, event) -> None:
@@ -258,6 +260,8 @@ class RunLogger:
             for name, c in counts.items():
                 delta = c - start[name] if name in start else c
                 params[name] = update_histogram(delta, event.steps_in_task)
+                moved = float(delta.sum()) / (delta.numel() * max(event.steps_in_task, 1))
+                self.metric(f"sparsity/{name}", 1.0 - moved, event.step)
             self.histograms.append({"task": event.task + 1, "task_name": event.task_name,
                                     "steps": event.steps_in_task, "params": params})
             self._task_start_counts = {n: c.clone() for n, c in counts.items()}
