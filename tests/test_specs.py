@@ -64,6 +64,9 @@ lr = { low = 0.01, high = 0.1, log = true }
     (BASE + "[sampler]\nname = \"grid\"\n", "sampler.name: unknown sampler 'grid'"),
     (BASE.replace("log = true", "log = true, low2 = 3"), "unknown key"),
     ("[study\n", "not valid TOML"),
+    (BASE + '[run]\nstep_mode = "fast"\n', "run: unknown step mode 'fast'; choose from auto, eager, graphed"),
+    (BASE + '[run]\nprotocol = "paper"\n', "run: protocol 'paper' exists for the paper's sequences only"),
+    (BASE + '[run]\nlog_every = 0\n', "run: log_every must be a positive integer, got 0"),
 ])
 def test_bad_specs_name_the_file_and_the_key(tmp_path, text, message):
     path = tmp_path / "spec.toml"

@@ -269,7 +269,7 @@ def format_table(spec: ReproduceSpec, results: dict, title: str, seeds: int,
             paper_mean, paper_std = TABLES[spec.table][row.paper_row].accuracy[spec.report_task]
             paper = f"{paper_mean:.2f} ± {paper_std:.2f}"
         missing = Cell()
-        published = results.get((i, "reference-code") if row.method == "classp" else (i, None), missing)
+        published = _published(row, results, i) or missing
         specified = results.get((i, "algorithm"))
         specified = ("(no rule: same runs)" if row.method != "classp" else "not run" if specified is None
                      else _cell(specified.train, specified.diverged))

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classp.data import SEQUENCES
-from classp.engine import SPLITS
+from classp.data import SEQUENCES, check_protocol
+from classp.engine import SPLITS, RunConfig, check_config
 from classp.errors import UserError
 from classp.methods import METHODS
 from classp.models import MODELS
@@ -196,6 +196,11 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
         study.fail("tune_split", f"unknown split {tune_split!r}; allowed: {', '.join(SPLITS)}")
 
     run = _run_settings(top.sub("run"))
+    try:  # the engine's own checks, once, before any trial is written
+        check_config(RunConfig(sequence=sequence, **run))
+        check_protocol(sequence, run.get("protocol", "study"))
+    except UserError as exc:
+        top.fail("run", str(exc))
 
     sampler_t = top.sub("sampler")
     sampler_t.only({"name", "seed"})
@@ -258,13 +263,6 @@ def _run_settings(run: _Reader) -> dict[str, Any]:
         run.fail("batch_size", f"must be a positive integer, got {out['batch_size']}")
     if "subsample" in out and not 0 < out["subsample"] <= 1:
         run.fail("subsample", f"must be in (0, 1], got {out['subsample']}")
-    from classp.data import PROTOCOLS
-    from classp.stepping import STEP_MODES
-
-    if "protocol" in out and out["protocol"] not in PROTOCOLS:
-        run.fail("protocol", f"unknown protocol {out['protocol']!r}; allowed: {', '.join(PROTOCOLS)}")
-    if "step_mode" in out and out["step_mode"] not in STEP_MODES:
-        run.fail("step_mode", f"unknown step mode {out['step_mode']!r}; allowed: {', '.join(STEP_MODES)}")
     return out
 
 
