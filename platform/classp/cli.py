@@ -193,8 +193,6 @@ def _cmd_study_run(args) -> int:
     if args.workers != 1:
         from classp.study import run_study_workers
 
-        if args.workers < 1:
-            raise UserError(f"--workers must be at least 1, got {args.workers}")
         run_study_workers(spec, args.workers, methods=methods, n_trials=args.n_trials,
                           storage_url=args.storage, tracking_uri=args.tracking_uri)
         return 0

@@ -480,12 +480,7 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
     """Run (or resume) the study of each method until it has `n_trials` trials."""
     import optuna
 
-    methods = methods or [m.name for m in spec.methods]
-    for m in methods:
-        spec.method(m)  # unknown method: a clear error before anything opens
-    target = n_trials if n_trials is not None else spec.n_trials
-    if target is not None and target < 1:
-        raise UserError(f"--n-trials must be at least 1, got {target}")
+    methods, target = _methods_and_target(spec, methods, n_trials)
 
     # Everything that can fail does so before any training: tracking, storage, data.
     tracking = Tracking(tracking_uri)
@@ -521,6 +516,19 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
     return summary
 
 
+def _methods_and_target(spec: StudySpec, methods: list[str] | None,
+                        n_trials: int | None) -> tuple[list[str], int | None]:
+    """The methods to run (an unknown one is a clear error before anything opens) and the
+    number of trials each study should have."""
+    methods = methods or [m.name for m in spec.methods]
+    for m in methods:
+        spec.method(m)
+    target = n_trials if n_trials is not None else spec.n_trials
+    if target is not None and target < 1:
+        raise UserError(f"--n-trials must be at least 1, got {target}")
+    return methods, target
+
+
 def run_study_workers(spec: StudySpec, n_workers: int, methods: list[str] | None = None,
                       n_trials: int | None = None, storage_url: str | None = None,
                       tracking_uri: str | None = None, echo=print) -> dict[str, Any]:
@@ -530,12 +538,9 @@ def run_study_workers(spec: StudySpec, n_workers: int, methods: list[str] | None
 
     from classp.workers import run_workers
 
-    methods = methods or [m.name for m in spec.methods]
-    for m in methods:
-        spec.method(m)
-    target = n_trials if n_trials is not None else spec.n_trials
-    if target is not None and target < 1:
-        raise UserError(f"--n-trials must be at least 1, got {target}")
+    if n_workers < 1:
+        raise UserError(f"--workers must be at least 1, got {n_workers}")
+    methods, target = _methods_and_target(spec, methods, n_trials)
     # Check tracking, storage and data once, here, so that a bad setting fails before any
     # worker starts (each would print the same error).
     tracking = Tracking(tracking_uri)
@@ -562,8 +567,8 @@ def run_study_workers(spec: StudySpec, n_workers: int, methods: list[str] | None
         best = _best_or_none(study, spec)
         ran = counted_trials(study) - before[method]
         for line in summary_lines(spec.study_name(method), method, ran, counts, best,
-                                  objective_names(spec)):
-            echo(line.replace(" run here", f" run here by {n_workers} workers"))
+                                  objective_names(spec), by=f"here by {n_workers} workers"):
+            echo(line)
         if failed:
             raise UserError(f"{spec.study_name(method)}: {'; '.join(failed)} (its output is above, "
                             f"prefixed [worker N]); finished trials are kept: run the same command "
@@ -612,12 +617,12 @@ def _param_text(params: dict) -> str:
 
 
 def summary_lines(name: str, method: str, ran: int, counts: dict[str, int], best,
-                  names: list[str]) -> list[str]:
+                  names: list[str], by: str = "here") -> list[str]:
     total = sum(counts.values())
     states = ", ".join(f"{counts[s]} {s}" for s in STATES)
     if counts["running"]:
         states += f", {counts['running']} running or waiting"
-    lines = [f"{name}: {total} trials ({states}); {ran} run here"]
+    lines = [f"{name}: {total} trials ({states}); {ran} run {by}"]
     if best is None:
         lines.append("  best: none (no trial finished)")
     else:

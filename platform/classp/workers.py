@@ -19,8 +19,6 @@ import sys
 import threading
 from pathlib import Path
 
-from classp.errors import UserError
-
 
 def worker_command(spec_path: Path, method: str | None, n_trials: int | None, storage_url: str,
                    tracking_uri: str) -> list[str]:
@@ -63,8 +61,6 @@ def run_workers(spec_path: Path, n_workers: int, method: str | None, n_trials: i
     """Start the workers, echo their output line by line with a `[worker i]` prefix, wait
     for all of them; return their exit codes. Ctrl-C stops every worker (each queues its
     running trial again, as a single process does)."""
-    if n_workers < 1:
-        raise UserError(f"--workers must be at least 1, got {n_workers}")
     command = worker_command(spec_path, method, n_trials, storage_url, tracking_uri)
     processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True, start_new_session=True)
