@@ -11,8 +11,10 @@ Under CUDA graphs (`classp.stepping`) a step is captured once and replayed: `pen
 `after_step` run inside the captured region, so they may only do tensor work (no reads to
 the host, no Python state that changes from step to step). Host state that changes what a
 step computes (a phase switch, a penalty switched on) lives in `step_done` and is named by
-`step_signature`, so that a changed step gets a graph of its own. Each method reports the bytes of state it keeps across tasks, measured from its
-tensors.
+`step_signature`, so that a changed step gets a graph of its own. Graphs are dropped
+between tasks, so state that changes only there needs no signature.
+
+Each method reports the bytes of state it keeps across tasks, measured from its tensors.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class Method:
             _check_type(self.name, key, value, self.defaults[key])
         self.params = {**self.defaults, **params}
         lr = self.params.get("lr")
-        if lr is not None and not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
+        if lr is not None and not lr > 0:  # a finite number: _check_type
             raise UserError(f"lr must be a positive number, got {lr!r}")
         for key in NON_NEGATIVE:
             value = self.params.get(key)

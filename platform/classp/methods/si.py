@@ -43,9 +43,6 @@ class SI(Method):
         self.previous = [p.detach().clone() for p in params]
         self.path = [torch.zeros_like(p) for p in params]
 
-    def step_signature(self):
-        return self.tasks_done > 0  # the penalty is on
-
     def penalty(self, model):
         if self.tasks_done == 0:  # omega is still all zeros
             return None
