@@ -250,11 +250,13 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_ui(args) -> int:
-    from classp.tracking import default_tracking_uri, home
+    from classp.paths import ensure_home, home
+    from classp.tracking import default_tracking_uri
     from classp.ui import serve
 
     if not 1 <= args.port <= 65535:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}")
+    ensure_home()
     uri = args.tracking_uri or default_tracking_uri()
     return serve(uri, (home() / "artifacts").as_uri(), args.host, args.port)
 

@@ -170,6 +170,19 @@ def check_config(config: RunConfig) -> None:
             raise UserError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
 
 
+def check_with_data(config: RunConfig, sequence: TaskSequence) -> None:
+    """Every check of a run that needs its data (the device, epochs and loss targets per
+    task, the model for this input), with nothing trained: a study makes them before it
+    records a trial, so that a setting that cannot run fails once, not in every trial."""
+    check_config(config)
+    build_method(config.method, config.method_params)
+    resolve_device(config.device)
+    epochs_per_task(config, sequence)
+    loss_targets(config, sequence)
+    with torch.device("meta"):  # the model's shape checks without its memory
+        build_model(config.model or sequence.protocol.model, sequence.input)
+
+
 def report_every(log_every: int, steps_in_task: int) -> int:
     """Steps per reported point: `log_every`, or fewer so that a short task still gives
     MIN_POINTS_PER_TASK points (curves with a shape in the MLflow UI)."""

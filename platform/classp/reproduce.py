@@ -188,7 +188,7 @@ def reproduce(spec: ReproduceSpec, seeds: int | None = None, subsample: float = 
 
     total = sum(len(rules_of(spec.rows[i])) for i in picked) * seeds
     done = 0
-    try:
+    with tracking.ending_on_error(parent):
         for i in picked:
             row = spec.rows[i]
             for rule in rules_of(row):
@@ -204,11 +204,8 @@ def reproduce(spec: ReproduceSpec, seeds: int | None = None, subsample: float = 
                                        subsample=subsample, track_updates=True, protocol=spec.protocol)
                     logger = RunLogger(tracking.client, run_id, extra_params={
                         "row": row.label, "subsample": subsample, "reproduce": spec.name})
-                    try:
+                    with tracking.ending_on_error(run_id):
                         result = run(config, [logger], sequence=sequence)
-                    except BaseException:
-                        tracking.finish(run_id, "failed")
-                        raise
                     tracking.finish(run_id, result.status if result.status != "stopped" else "failed")
                     done += 1
                     if result.status == "finished":
@@ -220,9 +217,6 @@ def reproduce(spec: ReproduceSpec, seeds: int | None = None, subsample: float = 
                         outcome = f"{result.status} at step {(result.diverged_at or {}).get('step')}"
                     echo(f"[{done}/{total}] {row.label} | {rule or '-'} | seed {seed}: {outcome} "
                          f"({result.seconds:.0f} s)")
-    except BaseException:
-        tracking.client.set_terminated(parent, "KILLED")
-        raise
     title = (f"{spec.name}: accuracy (%) on {spec.report_task} after the last task; {spec.sequence}, "
              f"protocol {spec.protocol}" + (f", subsample {subsample:g} of every split"
                                             if subsample < 1 else ", full data")

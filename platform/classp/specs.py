@@ -208,6 +208,8 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     if sampler not in SAMPLERS:
         sampler_t.fail("name", f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     sampler_seed = sampler_t.get("seed", (int,), 0)
+    if not 0 <= sampler_seed < 2**32:  # numpy's seed range, which Optuna's samplers use
+        sampler_t.fail("seed", f"must be between 0 and 2**32 - 1, got {sampler_seed}")
 
     pruner_t = top.sub("pruner")
     pruner_t.only({"name", "n_startup_trials"})
@@ -218,6 +220,8 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
         pruner_t.fail("name", "pruning needs a single objective; use name = \"none\" with "
                               "objective \"old-new\"")
     startup = pruner_t.get("n_startup_trials", (int,), 3)
+    if startup < 0:
+        pruner_t.fail("n_startup_trials", f"must be 0 or more, got {startup}")
 
     method_tables = top.sub("methods", required=True)
     listed = study.get("methods", (list,), None) or list(method_tables.table)
@@ -329,14 +333,20 @@ def _inside(dist: Distribution, value) -> bool:
 
 
 def _check_method_builds(table: _Reader, name: str, fixed: dict, search: dict) -> None:
-    """Build the method once with the fixed values and the low ends of the ranges, so a bad
-    fixed value (an unknown rule, say) fails now rather than in the first trial."""
+    """Build the method with the fixed values, then with each choice and both ends of each
+    range, so that a bad value fails now, named where it is written, rather than in a trial."""
     from classp.methods import build_method
 
-    probe = dict(fixed)
+    def builds(params: dict, where: _Reader, key: str) -> None:
+        try:
+            build_method(name, params)
+        except UserError as exc:
+            where.fail(key, str(exc))
+
+    builds(dict(fixed), table, "fixed")
+    search_t = table.sub("search")
     for key, dist in search.items():
-        probe[key] = dist.choices[0] if isinstance(dist, Choice) else dist.low
-    try:
-        build_method(name, probe)
-    except UserError as exc:
-        table.fail("fixed", str(exc))
+        values = dist.choices if isinstance(dist, Choice) else (
+            (dist.low, dist.high) + ((0.0,) if dist.none else ()))
+        for value in values:
+            builds({**fixed, key: value}, search_t, key)

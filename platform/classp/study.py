@@ -32,8 +32,9 @@ from typing import Any
 
 from classp import metrics
 from classp.confirmation import MethodOutcome, compare, format_table, verdict_lines
-from classp.engine import RunConfig, StopRun, data_options, run
+from classp.engine import RunConfig, StopRun, check_with_data, data_options, run
 from classp.errors import UserError, first_line
+from classp.paths import ensure_home, home
 from classp.specs import Choice, FloatRange, MethodSpec, StudySpec
 from classp.tracking import (
     TAG_KIND,
@@ -45,11 +46,22 @@ from classp.tracking import (
     RunLogger,
     Tracking,
     filter_literal,
-    home,
     redact,
 )
 
-HEARTBEAT_SECONDS = int(os.environ.get("CLASSP_HEARTBEAT_SECONDS", "30"))
+
+def heartbeat_seconds() -> int:
+    """Seconds between a PostgreSQL worker's heartbeats (CLASSP_HEARTBEAT_SECONDS, default 30);
+    a trial is taken for dead after two missed beats."""
+    text = os.environ.get("CLASSP_HEARTBEAT_SECONDS", "30")
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"CLASSP_HEARTBEAT_SECONDS must be a whole number of seconds >= 1, got "
+                        f"{text!r}; unset it for the default 30")
+    return value
 
 
 # --------------------------------------------------------------------------------------
@@ -72,9 +84,15 @@ def open_storage(url: str | None, on_stale_trial=None) -> Storage:
     """Open (and check) an Optuna storage: a journal file path, or an RDB URL."""
     import optuna
 
+    beat = heartbeat_seconds()  # checked whatever the storage: a bad setting is a bad setting
+    if url is None:
+        ensure_home()
     url = url or default_storage_url()
     if "://" not in url or url.startswith("journal://"):
         path = Path(url.removeprefix("journal://")).expanduser().resolve()
+        if path.is_dir():
+            raise UserError(f"--storage {path} is a folder; give a journal file, e.g. "
+                            f"{path / 'optuna.journal'}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             repair_journal_tail(path)
@@ -82,7 +100,10 @@ def open_storage(url: str | None, on_stale_trial=None) -> Storage:
         except OSError as exc:
             raise UserError(f"cannot open the Optuna journal {path}: {exc.strerror}; give a "
                             f"writable path with --storage") from None
-        storage = optuna.storages.JournalStorage(backend)
+        try:
+            storage = optuna.storages.JournalStorage(backend)
+        except (ValueError, KeyError, TypeError) as exc:  # json's errors are ValueErrors
+            raise _corrupt_journal(path, exc) from None
         return Storage(storage, str(path), lambda name: _file_lock(Path(f"{path}.classp-lock")))
     if url.split("://", 1)[0].split("+", 1)[0] not in ("postgresql", "sqlite", "mysql"):
         raise UserError(f"unsupported storage URL {redact(url)}; use a journal file path or a "
@@ -94,8 +115,8 @@ def open_storage(url: str | None, on_stale_trial=None) -> Storage:
         with _schema_lock(url), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat is "experimental" in some versions
             storage = optuna.storages.RDBStorage(
-                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=2 * HEARTBEAT_SECONDS, heartbeat_stale_trial_callback=callback)
+                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=beat,
+                grace_period=2 * beat, heartbeat_stale_trial_callback=callback)
     except Exception as exc:
         cause = exc.__cause__ or exc.__context__ or exc  # Optuna wraps the driver's error
         raise UserError(f"cannot open the Optuna storage {redact(url)}: {first_line(cause)}; "
@@ -105,6 +126,27 @@ def open_storage(url: str | None, on_stale_trial=None) -> Storage:
     else:  # sqlite and others: one host only
         lock = lambda name: _file_lock(home() / "rdb.lock")  # noqa: E731
     return Storage(storage, url, lock)
+
+
+def _corrupt_journal(path: Path, exc: Exception) -> UserError:
+    """Optuna cannot replay the journal: name the first line that is not a JSON record.
+    Nothing is changed: a line in the middle may be a real record damaged, and only the
+    user can tell."""
+    import json
+
+    where = ""
+    with open(path, "rb") as journal:
+        for number, line in enumerate(journal, 1):
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or "op_code" not in record:
+                    raise ValueError
+            except ValueError:
+                where = f" at line {number} (not a journal record)"
+                break
+    return UserError(f"the Optuna journal {path} cannot be read{where or ': ' + first_line(exc)}; "
+                     f"it was left as it is: restore it from a backup, or remove that line from "
+                     f"a copy and pass the copy with --storage")
 
 
 def repair_journal_tail(path: Path, echo=None) -> int:
@@ -252,17 +294,76 @@ def _stale_trial_callback(on_stale_trial):
 # --------------------------------------------------------------------------------------
 
 
-def suggest(trial, method: MethodSpec) -> dict[str, Any]:
-    params: dict[str, Any] = {}
+def search_distributions(method: MethodSpec) -> dict:
+    """The method's search space as Optuna distributions, by parameter name. A range with
+    `none = true` adds a `<name>_on` switch: "no threshold" is a choice of its own, not a
+    tiny value."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    space: dict = {}
     for name, dist in method.search.items():
         if isinstance(dist, Choice):
-            params[name] = trial.suggest_categorical(name, list(dist.choices))
+            space[name] = CategoricalDistribution(list(dist.choices))
             continue
-        if dist.none and not trial.suggest_categorical(f"{name}_on", [True, False]):
-            params[name] = 0.0  # "no threshold" is a choice of its own, not a tiny value
+        if dist.none:
+            space[f"{name}_on"] = CategoricalDistribution([True, False])
+        space[name] = FloatDistribution(dist.low, dist.high, log=dist.log)
+    return space
+
+
+def suggest(trial, method: MethodSpec) -> dict[str, Any]:
+    from optuna.distributions import CategoricalDistribution
+
+    space = search_distributions(method)
+
+    def ask(name: str):
+        dist = space[name]
+        if isinstance(dist, CategoricalDistribution):
+            return trial.suggest_categorical(name, list(dist.choices))
+        return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+
+    params: dict[str, Any] = {}
+    for name in method.search:
+        if f"{name}_on" in space and not ask(f"{name}_on"):
+            params[name] = 0.0
             continue
-        params[name] = trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+        params[name] = ask(name)
     return params
+
+
+def check_search_space(study, method: MethodSpec) -> None:
+    """Optuna refuses, mid-study, a parameter whose distribution changed kind (float to
+    choices, log to linear, other choices). Catch that before any trial runs and say how
+    to go on; a range that only moved its bounds is fine."""
+    space = search_distributions(method)
+    for trial in study.get_trials(deepcopy=False):
+        for name, old in trial.distributions.items():
+            new = space.get(name)
+            if new is None or _same_kind(old, new):
+                continue
+            raise UserError(
+                f"study {study.study_name!r} already has trials where {name} was "
+                f"{_describe(old)}; the spec now says {_describe(new)}: give the study a new "
+                f"name ([study] name) or delete the old one (optuna delete-study --study-name "
+                f"NAME --storage URL)")
+
+
+def _describe(dist) -> str:
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return f"one of {list(dist.choices)}"
+    return f"a {'log' if getattr(dist, 'log', False) else 'linear'} range [{dist.low:g}, {dist.high:g}]"
+
+
+def _same_kind(old, new) -> bool:
+    from optuna.distributions import CategoricalDistribution
+
+    if type(old) is not type(new):
+        return False
+    if isinstance(old, CategoricalDistribution):
+        return old.choices == new.choices
+    return getattr(old, "log", None) == getattr(new, "log", None)
 
 
 def paper_trial_params(method: MethodSpec) -> dict[str, Any]:
@@ -391,6 +492,16 @@ class Objective:
         return values
 
 
+def run_state(trial) -> str:
+    """The state a finished trial's MLflow run ends in (see `Tracking.finish`)."""
+    import optuna
+
+    if trial.user_attrs.get("status") == "diverged":
+        return "diverged"
+    return {optuna.trial.TrialState.COMPLETE: "finished",
+            optuna.trial.TrialState.PRUNED: "pruned"}.get(trial.state, "failed")
+
+
 class TrialRecorder:
     """Optuna callback: end each trial's MLflow run with its state, and keep the parent
     run's running best."""
@@ -399,15 +510,11 @@ class TrialRecorder:
         self.tracking, self.parent_id, self.names = tracking, parent_id, names
 
     def __call__(self, study, trial) -> None:
-        import optuna
 
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id is None:
             return
-        state = {optuna.trial.TrialState.COMPLETE: "finished",
-                 optuna.trial.TrialState.PRUNED: "pruned"}.get(trial.state, "failed")
-        if trial.user_attrs.get("status") == "diverged":
-            state = "diverged"
+        state = run_state(trial)
         client = self.tracking.client
         if trial.values:
             for name, value in zip(self.names, trial.values):
@@ -442,11 +549,18 @@ def counted_trials(study) -> int:
                for t in trials)
 
 
-def load_sequence_for(spec: StudySpec):
-    """The study's data, loaded once for all its trials (seeds do not change it)."""
+def load_sequence_for(spec: StudySpec, methods: list[str]):
+    """The study's data, loaded once for all its trials (seeds do not change it), and each
+    method's run settings checked against it before any trial is recorded."""
     from classp.data import load_sequence
 
-    return load_sequence(spec.sequence, data_options(RunConfig(sequence=spec.sequence, **spec.run)))
+    sequence = load_sequence(spec.sequence, data_options(RunConfig(sequence=spec.sequence, **spec.run)))
+    for method in methods:
+        try:
+            check_with_data(trial_config(spec, spec.method(method), {}, spec.seeds[0]), sequence)
+        except UserError as exc:
+            raise UserError(f"{spec.path}: [run] for {method}: {exc}") from None
+    return sequence
 
 
 def trial_config(spec: StudySpec, method: MethodSpec, params: dict, seed: int) -> RunConfig:
@@ -457,14 +571,36 @@ def trial_config(spec: StudySpec, method: MethodSpec, params: dict, seed: int) -
                      eval_splits=splits, **spec.run)
 
 
+def existing_study(spec: StudySpec, method: str, storage: Storage):
+    """The method's study if the storage has it, checked against the spec (its objective
+    directions and search space); None if there is none yet. Reads only."""
+    import optuna
+
+    name = spec.study_name(method)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage.optuna_storage,
+                                  sampler=make_sampler(spec), pruner=make_pruner(spec))
+    except KeyError:
+        return None
+    if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in spec.directions]:
+        raise UserError(f"study {name!r} has {len(study.directions)} objective(s); the spec's "
+                        f"objective {spec.objective!r} has {len(spec.directions)}: give the study "
+                        f"a new name ([study] name) or delete the old one")
+    check_search_space(study, spec.method(method))
+    return study
+
+
 def open_study(spec: StudySpec, method: str, storage: Storage):
+    """The method's study, created if missing; the paper's settings are its first trial."""
     import optuna
 
     name = spec.study_name(method)
     with storage.lock(name):
-        study = optuna.create_study(study_name=name, storage=storage.optuna_storage,
-                                    sampler=make_sampler(spec), pruner=make_pruner(spec),
-                                    directions=spec.directions, load_if_exists=True)
+        study = existing_study(spec, method, storage)
+        if study is None:
+            study = optuna.create_study(study_name=name, storage=storage.optuna_storage,
+                                        sampler=make_sampler(spec), pruner=make_pruner(spec),
+                                        directions=spec.directions, load_if_exists=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "experimental" in Optuna 5
             study.set_metric_names(objective_names(spec))
@@ -486,7 +622,9 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
     tracking = Tracking(tracking_uri)
     tracking.check()
     storage = open_storage(storage_url, on_stale_trial=_close_stale_run(tracking))
-    sequence = load_sequence_for(spec)
+    sequence = load_sequence_for(spec, methods)
+    for method in methods:  # a study that no longer fits its spec stops all before any runs
+        existing_study(spec, method, storage)
     experiment_id = tracking.experiment(spec.sequence)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -497,16 +635,19 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
         parent_id = tracking.parent_run(experiment_id, name, {
             TAG_METHOD: method, TAG_SEQUENCE: spec.sequence, "mlflow.note.content":
             f"Optuna study {name} ({spec.path.name}); one child run per trial."})
-        if not _has_param(tracking, parent_id, "storage"):
-            tracking.client.log_param(parent_id, "storage", redact(storage.url))
-        objective = Objective(spec, spec.method(method), sequence, tracking, experiment_id, parent_id)
-        recorder = TrialRecorder(tracking, parent_id, objective_names(spec))
-        reconcile_runs(tracking, experiment_id, study)
-        ran = _work(study, objective, storage, name, target, spec.timeout_minutes, recorder,
-                    tracking, progress, method)
-        counts = trial_counts(study)
-        best = _best_or_none(study, spec)
-        _log_study_summary(tracking, parent_id, counts, best, objective_names(spec))
+        tracking.reopen(parent_id)
+        with tracking.ending_on_error(parent_id):
+            if not _has_param(tracking, parent_id, "storage"):
+                tracking.client.log_param(parent_id, "storage", redact(storage.url))
+            objective = Objective(spec, spec.method(method), sequence, tracking, experiment_id,
+                                  parent_id)
+            recorder = TrialRecorder(tracking, parent_id, objective_names(spec))
+            reconcile_runs(tracking, experiment_id, study)
+            ran = _work(study, objective, storage, name, target, spec.timeout_minutes, recorder,
+                        tracking, progress, method)
+            counts = trial_counts(study)
+            best = _best_or_none(study, spec)
+            _log_study_summary(tracking, parent_id, counts, best, objective_names(spec))
         tracking.client.set_terminated(parent_id, "FINISHED")
         summary[method] = {"study": name, "trials_run_here": ran, "trials": counted_trials(study),
                            "parent_run_id": parent_id, "counts": counts}
@@ -546,7 +687,9 @@ def run_study_workers(spec: StudySpec, n_workers: int, methods: list[str] | None
     tracking = Tracking(tracking_uri)
     tracking.check()
     storage = open_storage(storage_url)
-    load_sequence_for(spec)
+    load_sequence_for(spec, methods)
+    for method in methods:
+        existing_study(spec, method, storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def trials_now(method: str) -> int:
@@ -707,7 +850,7 @@ def _work(study, objective, storage: Storage, name: str, target: int | None,
             if trial is None:
                 # Enough trials, but some still run elsewhere: if their worker died, the
                 # heartbeat fails them and their retry is this worker's to run.
-                time.sleep(max(1.0, HEARTBEAT_SECONDS / 2))
+                time.sleep(max(1.0, heartbeat_seconds() / 2))
                 continue
             state, values = optuna.trial.TrialState.COMPLETE, None
             with get_heartbeat_thread(trial._trial_id, study._storage):
@@ -787,7 +930,6 @@ def _retry_callback():
 def reconcile_runs(tracking: Tracking, experiment_id: str, study) -> int:
     """End MLflow runs left RUNNING by trials that are over (a worker killed, a tracking
     server lost before the run could be closed). Returns how many were closed."""
-    import optuna
 
     # A retried trial starts as a copy of the failed one, its MLflow run id included, until
     # it runs and logs its own: the run belongs to the first trial that names it.
@@ -802,9 +944,7 @@ def reconcile_runs(tracking: Tracking, experiment_id: str, study) -> int:
         trial = by_run.get(mlflow_run.info.run_id)
         if trial is None or not trial.state.is_finished():
             continue
-        state = {optuna.trial.TrialState.COMPLETE: "finished",
-                 optuna.trial.TrialState.PRUNED: "pruned"}.get(trial.state, "failed")
-        tracking.finish(mlflow_run.info.run_id, state)
+        tracking.finish(mlflow_run.info.run_id, run_state(trial))
         closed += 1
     return closed
 
@@ -858,7 +998,7 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
             raise UserError(f"no study {spec.study_name(m)} in {redact(storage.url)}; run "
                             f"`classp study run {spec.path}` first") from None
     chosen = {m: best_params(studies[m], spec) for m in methods}
-    sequence = load_sequence_for(spec)
+    sequence = load_sequence_for(spec, methods)
     tasks = [t.name for t in sequence.tasks]
     experiment_id = tracking.experiment(spec.sequence)
     outcomes: dict[str, MethodOutcome] = {}
@@ -874,7 +1014,8 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
             config = trial_config(spec, spec.method(m), params, seed)
             logger = RunLogger(tracking.client, run_id, extra_params={
                 "study": name, "best_trial": best.number, "confirm_seed": seed})
-            result = run(config, [logger], sequence=sequence)
+            with tracking.ending_on_error(run_id):
+                result = run(config, [logger], sequence=sequence)
             tracking.finish(run_id, "finished" if result.status == "finished" else "diverged")
             if result.status == "finished":
                 outcome.finals[seed] = result.accuracy["test"][-1]

@@ -14,6 +14,7 @@ which the MLflow UI shows inline, offline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from classp.errors import UserError, first_line
+from classp.paths import ensure_home, home, writable_folder
 
 TAG_STUDY = "classp.study"
 TAG_KIND = "classp.kind"  # "study", "trial" or "confirm"
@@ -35,11 +37,8 @@ TAG_VERSION = "classp.code_version"
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
-
-
-def home() -> Path:
-    """The project's data directory for local state (Optuna journal, MLflow store)."""
-    return Path(os.environ.get("CLASSP_HOME") or ".classp").resolve()
+# What MLflow's client can open; anything else fails deep inside MLflow with a traceback.
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 
 def default_tracking_uri() -> str:
@@ -111,16 +110,38 @@ class Tracking:
         for noisy in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..."
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
+        if uri is None:
+            ensure_home()
         self.uri = uri or default_tracking_uri()
+        scheme = self.uri.partition("://")[0].split("+", 1)[0] if "://" in self.uri else "file"
+        if scheme not in TRACKING_SCHEMES:
+            raise UserError(f"unsupported tracking URI {redact(self.uri)}; use one of "
+                            f"{', '.join(s + '://' for s in TRACKING_SCHEMES)} (e.g. "
+                            f"http://localhost:5000 or sqlite:///.classp/mlflow.db)")
         if _is_local_default(self.uri):
-            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=self.uri)
+            db = Path(self.uri.removeprefix("sqlite:///"))
+            writable_folder(db.parent, "the tracking store's folder",
+                            "give --tracking-uri a path in a writable folder")
+        try:
+            self.client = MlflowClient(tracking_uri=self.uri)
+        except Exception as exc:  # an unreadable SQLite file fails here, on opening
+            raise self._unreadable(exc) from None
         self.version = code_version()
+
+    def _unreadable(self, exc: BaseException) -> UserError:
+        if _is_local_default(self.uri):
+            return UserError(f"the MLflow store {self.uri.removeprefix('sqlite:///')} cannot be "
+                             f"read ({first_line(exc.__cause__ or exc)}); it was left as it is: "
+                             f"restore it from a backup, or move it aside to start a new one")
+        return UserError(f"cannot open the MLflow tracking store at {redact(self.uri)}: "
+                         f"{first_line(exc)}; check it, or pass another --tracking-uri")
 
     def check(self) -> None:
         try:
             self.client.search_experiments(max_results=1)
         except Exception as exc:  # connection refused, bad credentials, bad URI ...
+            if _is_local_default(self.uri):
+                raise self._unreadable(exc) from None
             raise UserError(f"cannot reach the MLflow tracking store at {redact(self.uri)}: "
                             f"{first_line(exc)}; start it (docker compose up, or `classp ui`) "
                             f"or pass --tracking-uri") from None
@@ -171,6 +192,23 @@ class Tracking:
         run = self.client.create_run(experiment_id, run_name=name, tags={
             **tags, "mlflow.parentRunId": parent_id, TAG_VERSION: self.version})
         return run.info.run_id
+
+    @contextlib.contextmanager
+    def ending_on_error(self, run_id: str):
+        """Whatever stops the work inside (Ctrl-C, an error), the run does not stay RUNNING:
+        it ends KILLED (interrupted) or FAILED, and the exception goes on."""
+        try:
+            yield run_id
+        except BaseException as exc:
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+            with contextlib.suppress(Exception):  # a lost server must not hide the cause
+                self.client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
+            raise
+
+    def reopen(self, run_id: str) -> None:
+        """A resumed study's parent run shows RUNNING again while it works."""
+        if self.client.get_run(run_id).info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
 
     def finish(self, run_id: str, state: str) -> None:
         """End a run with the trial's state: finished, pruned, failed or diverged."""

@@ -120,6 +120,21 @@ def test_a_text_file_without_the_needed_columns_is_a_clear_error(tmp_path):
         load_sequence("fpb-imdb", DataOptions(data_dir=tmp_path))
 
 
+@pytest.mark.parametrize("content, message", [
+    ("", "is empty; give a file with rows of text and label"),
+    ("sentence,label\n", "has no data rows (a header only?)"),
+    ("sentence,label\r\n\r\n", "has no data rows (a header only?)"),
+])
+def test_an_empty_or_header_only_text_file_is_called_so(tmp_path, content, message):
+    """It is a local CSV file: the error must not tell the user to pass one."""
+    (tmp_path / "financial_phrasebank.csv").write_text(content)
+    _write_csv(tmp_path / "imdb.csv", ["text", "label"], [("a b", 0)])
+    with pytest.raises(UserError) as err:
+        load_sequence("fpb-imdb", DataOptions(data_dir=tmp_path))
+    assert str(err.value).startswith(f"text data file {tmp_path / 'financial_phrasebank.csv'} ")
+    assert message in str(err.value) and "instead" not in str(err.value)
+
+
 def test_unknown_sequence_lists_the_valid_names():
     with pytest.raises(UserError, match="unknown sequence 'mnist'; choose one of: mnist-fmnist"):
         load_sequence("mnist")

@@ -13,6 +13,7 @@ from classp.dashboards import panels as P
 from classp.dashboards.runs import ExperimentRuns, load_experiment
 from classp.dashboards.spec import PANELS as PANEL_NAMES
 from classp.dashboards.spec import DashboardSpec
+from classp.paths import output_file
 from classp.tracking import TAG_KIND, Tracking
 
 DASHBOARD_EXPERIMENT = "classp-dashboards"
@@ -130,17 +131,17 @@ table.summary td:first-child { text-align: left; } .meta { color: #666; }"""
 
 def build_dashboard(spec: DashboardSpec, tracking_uri: str | None = None,
                     out: Path | None = None, log_to_mlflow: bool = True) -> Path:
+    out = output_file(Path(out or f"{spec.name}.html"), "--out", f"{spec.name}.html")
     tracking = Tracking(tracking_uri)
     tracking.check()
     experiments = {s: load_experiment(tracking.client, s) for s in spec.sequences}
     page = render(spec, experiments)
-    out = Path(out or f"{spec.name}.html")
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page)
     if log_to_mlflow:
         experiment_id = tracking.experiment(DASHBOARD_EXPERIMENT)
         run = tracking.client.create_run(experiment_id, run_name=spec.name, tags={
             TAG_KIND: "dashboard", "classp.dashboard": spec.name})
-        tracking.client.log_artifact(run.info.run_id, str(out))
+        with tracking.ending_on_error(run.info.run_id):
+            tracking.client.log_artifact(run.info.run_id, str(out))
         tracking.client.set_terminated(run.info.run_id, "FINISHED")
     return out

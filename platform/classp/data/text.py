@@ -69,6 +69,19 @@ def _map_labels(source: TextSource, split_name: str, labels: list) -> list[int]:
     return out
 
 
+NEEDS = "give a file with rows of text and label (columns: sentence or text, label)"
+
+
+def _check_local_file(path: Path) -> None:
+    if not path.exists():
+        raise UserError(f"text data file not found: {path}; give an existing "
+                        f"{'/'.join(LOCAL_SUFFIXES)} file or a Hugging Face dataset id")
+    if path.is_dir():
+        raise UserError(f"text data file {path} is a folder; {NEEDS}")
+    if path.stat().st_size == 0:
+        raise UserError(f"text data file {path} is empty; {NEEDS}")
+
+
 def _load_rows(source: str) -> dict[str, tuple[list[str], list[int]]]:
     """split name -> (texts, labels)."""
     import datasets
@@ -76,9 +89,7 @@ def _load_rows(source: str) -> dict[str, tuple[list[str], list[int]]]:
     path = Path(source)
     try:
         if path.suffix in LOCAL_SUFFIXES:
-            if not path.exists():
-                raise UserError(f"text data file not found: {path}; give an existing "
-                                f"{'/'.join(LOCAL_SUFFIXES)} file or a Hugging Face dataset id")
+            _check_local_file(path)
             ds = datasets.load_dataset(LOCAL_SUFFIXES[path.suffix], data_files=str(path))
         else:
             name, _, config = source.partition(":")
@@ -86,6 +97,9 @@ def _load_rows(source: str) -> dict[str, tuple[list[str], list[int]]]:
     except UserError:
         raise
     except Exception as exc:  # offline, unknown id, bad file: all surface here
+        if path.suffix in LOCAL_SUFFIXES and "corresponds to no data" in str(exc):
+            raise UserError(f"text data file {path} has no data rows (a header only?); "
+                            f"{NEEDS}") from None
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"cannot load text dataset {source!r}: {first}; pass a local "
                         f"CSV/Parquet/JSONL file instead (columns: sentence or text, label)") from None
@@ -95,6 +109,8 @@ def _load_rows(source: str) -> dict[str, tuple[list[str], list[int]]]:
         if column is None or "label" not in split.column_names:
             raise UserError(f"text dataset {source!r} needs a 'sentence' or 'text' column and a "
                             f"'label' column; it has {', '.join(split.column_names)}")
+        if split.num_rows == 0:
+            raise UserError(f"text dataset {source!r} has no rows in its {split_name} split; {NEEDS}")
         out[split_name] = (list(split[column]), list(split["label"]))
     return out
 

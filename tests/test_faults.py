@@ -1,0 +1,252 @@
+"""Bad input and broken state against a study that already has a recorded trial.
+
+The promise for each case: one line on stderr, exit status 2, no traceback, and nothing
+already recorded changed: the Optuna journal byte for byte, the MLflow store's runs and
+their states. One real study is run once for the module; every case works on a copy of
+its home.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from support import TINY_STUDY, REPO, run_classp, subprocess_env
+
+
+@pytest.fixture(scope="module")
+def recorded_home(tmp_path_factory) -> Path:
+    """A home whose study `tiny.sgd` has one finished trial."""
+    home = tmp_path_factory.mktemp("recorded") / "home"
+    out = run_classp("study", "run", TINY_STUDY, "--n-trials", "1", "--method", "sgd",
+                     env={"CLASSP_HOME": str(home)})
+    assert out.returncode == 0, out.stderr
+    return home
+
+
+def _runs(home: Path) -> list[tuple[str, str]]:
+    """Every MLflow run's name and status, straight from the SQLite store."""
+    with sqlite3.connect(home / "mlflow.db") as db:
+        return sorted(db.execute("select name, status from runs").fetchall())
+
+
+def _snapshot(home: Path) -> tuple[bytes, bytes]:
+    return (home / "optuna.journal").read_bytes(), (home / "mlflow.db").read_bytes()
+
+
+def _fails_in_one_line(out, *fragments: str) -> str:
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    line, = out.stderr.strip().splitlines()
+    assert line.startswith("classp: error: ")
+    for fragment in fragments:
+        assert fragment in line, line
+    return line
+
+
+@pytest.fixture
+def home(recorded_home, tmp_path) -> Path:
+    copy = tmp_path / "home"
+    shutil.copytree(recorded_home, copy)
+    return copy
+
+
+def _study(home: Path, spec=TINY_STUDY, *extra: str, env=None):
+    return run_classp("study", "run", spec, "--n-trials", "2", "--method", "sgd", *extra,
+                      env={"CLASSP_HOME": str(home), **(env or {})})
+
+
+# ----------------------------------------------------------------------------------------
+# Family 5: the file system
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["study", "run"], ["study", "confirm"], ["dashboard"],
+                                     ["reproduce"]])
+def test_a_folder_or_binary_garbage_as_the_spec(home, tmp_path, command):
+    before = _snapshot(home)
+    out = run_classp(*command, tmp_path, env={"CLASSP_HOME": str(home)})
+    _fails_in_one_line(out, f"{tmp_path} is a directory; give the path of a .toml file")
+    garbage = tmp_path / "garbage.toml"
+    garbage.write_bytes(bytes(range(256)) * 4)
+    out = run_classp(*command, garbage, env={"CLASSP_HOME": str(home)})
+    _fails_in_one_line(out, f"{garbage} is not a UTF-8 text file")
+    assert _snapshot(home) == before
+
+
+def test_a_classp_home_that_is_a_file_or_not_writable(tmp_path):
+    a_file = tmp_path / "home"
+    a_file.write_text("not a folder")
+    _fails_in_one_line(_study(a_file), f"CLASSP_HOME {a_file} is a file, not a folder",
+                       "point CLASSP_HOME at a writable folder")
+    assert a_file.read_text() == "not a folder"
+    # sysfs takes no new files, not even from root (a chmod would not stop root).
+    _fails_in_one_line(_study(Path("/sys")), "CLASSP_HOME /sys is not writable")
+    _fails_in_one_line(run_classp("ui", env={"CLASSP_HOME": str(a_file)}), "is a file, not a folder")
+
+
+def test_a_corrupt_mlflow_store_is_named_and_left_as_it_is(home):
+    db = home / "mlflow.db"
+    damaged = bytearray(db.read_bytes())
+    damaged[100:4100] = b"\x00garbage" * 500  # page 1: the schema
+    db.write_bytes(bytes(damaged))
+    before = _snapshot(home)
+    _fails_in_one_line(_study(home), f"the MLflow store {db} cannot be read", "it was left as it is")
+    assert _snapshot(home) == before
+    db.write_bytes(b"this is not a database" * 100)
+    before = _snapshot(home)
+    _fails_in_one_line(_study(home), "cannot be read (file is not a database)")
+    assert _snapshot(home) == before
+
+
+def test_a_garbage_line_inside_the_journal_is_named_and_left_as_it_is(home):
+    journal = home / "optuna.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[:2]) + b"{not json\n" + b"".join(lines[2:]))
+    before = _snapshot(home)
+    _fails_in_one_line(_study(home), f"the Optuna journal {journal} cannot be read at line 3",
+                       "it was left as it is")
+    assert _snapshot(home) == before
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("foo://bar", "unsupported tracking URI foo://bar; use one of sqlite://"),
+    ("s3://bucket/mlflow", "unsupported tracking URI s3://bucket/mlflow"),
+])
+def test_a_tracking_uri_of_an_unknown_scheme(home, uri, message):
+    before = _snapshot(home)
+    _fails_in_one_line(_study(home, TINY_STUDY, "--tracking-uri", uri), message)
+    assert _snapshot(home) == before
+
+
+def test_an_sqlite_tracking_store_under_a_file(home, tmp_path):
+    a_file = tmp_path / "plain-file"
+    a_file.write_text("x")
+    out = _study(home, TINY_STUDY, "--tracking-uri", f"sqlite:///{a_file}/mlflow.db")
+    _fails_in_one_line(out, f"the tracking store's folder {a_file} is a file, not a folder")
+
+
+def test_dashboard_out_that_is_a_folder_or_under_a_file(home, tmp_path):
+    spec = REPO / "dashboards" / "classp-vs-ewc.toml"
+    before = _snapshot(home)
+    out = run_classp("dashboard", spec, "--out", tmp_path, env={"CLASSP_HOME": str(home)})
+    _fails_in_one_line(out, f"--out {tmp_path} is a folder; give a file name")
+    a_file = tmp_path / "plain-file"
+    a_file.write_text("x")
+    out = run_classp("dashboard", spec, "--out", a_file / "page.html", env={"CLASSP_HOME": str(home)})
+    _fails_in_one_line(out, f"--out: the folder {a_file} is a file, not a folder")
+    assert _snapshot(home) == before
+
+
+# ----------------------------------------------------------------------------------------
+# Families 3, 4 and 8: settings checked before any trial is recorded
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("[run]\n", '[run]\ndevice = "tpu"\n'), "[run] for sgd: unknown device 'tpu'"),
+    (lambda t: t.replace("[run]\n", '[run]\nmodel = "paper-transformer"\n'),
+     "[run] for sgd: model 'paper-transformer' needs text tasks"),
+    (lambda t: t.replace("epochs = 1", "epochs = [1, 2]"),
+     "[run] for sgd: 2 epoch counts given for 5 tasks"),
+    (lambda t: t.replace("seed = 0\n", "seed = -1\n"), "sampler.seed: must be between 0 and 2**32 - 1"),
+    (lambda t: t + '\n[pruner]\nname = "median"\nn_startup_trials = -3\n',
+     "pruner.n_startup_trials: must be 0 or more, got -3"),
+    (lambda t: t.replace("[methods.classp.search]\nlr = { low = 1e-2, high = 0.5, log = true }",
+                         "[methods.classp.search]\nlr = { choices = [0.2, -2.0] }"),
+     "methods.classp.search.lr: lr must be a positive number, got -2.0"),
+    (lambda t: t.replace("power = { choices = [1.0, 2.0] }", 'power = { choices = [1.0, "x"] }'),
+     "methods.classp.search.power: method 'classp': power must be a finite number, got 'x'"),
+    (lambda t: t.replace("[methods.sgd.search]\nlr = { low = 1e-2, high = 0.5, log = true }",
+                         "[methods.sgd.search]\nlr = { choices = [0.1, 0.2] }"),
+     "study 'tiny.sgd' already has trials where lr was a log range [0.01, 0.5]; the spec now "
+     "says one of [0.1, 0.2]: give the study a new name"),
+    (lambda t: t.replace('name = "tiny"', 'name = "tiny"\nobjective = "old-new"'),
+     "study 'tiny.sgd' has 1 objective(s); the spec's objective 'old-new' has 2"),
+])
+def test_settings_that_cannot_run_fail_before_a_trial_is_recorded(home, tmp_path, edit, message):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(edit(TINY_STUDY.read_text()))
+    assert spec.read_text() != TINY_STUDY.read_text()
+    before, runs = _snapshot(home), _runs(home)
+    _fails_in_one_line(_study(home, spec), message)
+    assert _snapshot(home) == before and _runs(home) == runs
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5"])
+def test_a_bad_heartbeat_setting(home, value):
+    before = _snapshot(home)
+    _fails_in_one_line(_study(home, env={"CLASSP_HEARTBEAT_SECONDS": value}),
+                       f"CLASSP_HEARTBEAT_SECONDS must be a whole number of seconds >= 1, got '{value}'")
+    assert _snapshot(home) == before
+
+
+def test_a_search_range_that_only_moved_its_bounds_resumes(home, tmp_path):
+    """The control of the changed-space case: new bounds are not a new kind of space."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(TINY_STUDY.read_text().replace(
+        "[methods.sgd.search]\nlr = { low = 1e-2, high = 0.5, log = true }",
+        "[methods.sgd.search]\nlr = { low = 1e-3, high = 0.4, log = true }"))
+    out = _study(home, spec)
+    assert out.returncode == 0, out.stderr
+    assert ("trial-1", "FINISHED") in _runs(home)
+
+
+# ----------------------------------------------------------------------------------------
+# Family 1: Ctrl-C leaves no run RUNNING and no traceback
+# ----------------------------------------------------------------------------------------
+
+
+def _mlflow_runs_when_ready(home: Path, deadline: float) -> list:
+    while time.monotonic() < deadline:
+        try:
+            runs = _runs(home)
+        except sqlite3.Error:
+            runs = []
+        if any(name == "trial-0" for name, _ in runs):
+            return runs
+        time.sleep(0.2)
+    raise AssertionError("the study never started its first trial")
+
+
+def test_ctrl_c_mid_study_ends_the_parent_and_the_trial_runs_and_resume_finishes(tmp_path):
+    home = tmp_path / "home"
+    spec = tmp_path / "spec.toml"  # long enough that Ctrl-C lands inside a trial
+    spec.write_text(TINY_STUDY.read_text().replace("epochs = 1", "epochs = 200"))
+    process = subprocess.Popen([sys.executable, "-m", "classp.cli", "study", "run", str(spec),
+                                "--method", "sgd", "--n-trials", "2"],
+                               env=subprocess_env(CLASSP_HOME=str(home)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _mlflow_runs_when_ready(home, time.monotonic() + 120)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "classp: interrupted"
+    states = dict(_runs(home))
+    assert states == {"tiny.sgd": "KILLED", "trial-0": "FAILED"}  # nothing left RUNNING
+    out = run_classp("study", "run", TINY_STUDY, "--method", "sgd", "--n-trials", "1",
+                     env={"CLASSP_HOME": str(home)})
+    assert out.returncode == 0, out.stderr
+    states = dict(_runs(home))
+    assert states["tiny.sgd"] == "FINISHED" and "RUNNING" not in states.values()
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0])
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path, delay):
+    """In the first seconds the command imports torch, MLflow and Optuna."""
+    process = subprocess.Popen([sys.executable, "-m", "classp.cli", "study", "run", str(TINY_STUDY)],
+                               env=subprocess_env(CLASSP_HOME=str(tmp_path / "home")),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert "Traceback" not in stderr, stderr
+    assert process.returncode == 130
+    assert stderr.strip().splitlines() == ["classp: interrupted"]
