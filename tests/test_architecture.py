@@ -27,8 +27,9 @@ def test_every_file_the_architecture_names_exists():
     named = set(re.findall(r"`([\w/]+\.(?:py|toml|md))`", text))
     missing = sorted(n for n in named if not any((f / n).exists() for f in folders))
     assert missing == []
-    listed = set(re.findall(r"^\| `(\w+\.py)` \|", text, re.M))
-    on_disk = {p.name for p in package.glob("*.py")} - {"__init__.py"}
+    listed = set(re.findall(r"^\| `([\w/]+\.py)` \|", text, re.M))
+    on_disk = {p.relative_to(package).as_posix() for p in
+               [*package.glob("*.py"), *package.glob("study/*.py")]} - {"__init__.py", "study/__init__.py"}
     assert on_disk - listed == set(), "modules the architecture does not describe"
 
 

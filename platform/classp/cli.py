@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from classp import interrupts
 from classp.errors import UserError
 
 EXIT_USAGE = 2
@@ -346,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        interrupts.install()
         args = build_parser().parse_args(argv)
         return args.func(args)
     except UserError as exc:

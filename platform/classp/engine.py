@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import math
 import time
+import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Union, get_args, get_origin, get_type_hints
 
 import torch
 
-from classp import metrics
-from classp.data import DataOptions, Task, TaskSequence, load_sequence
+from classp import interrupts, metrics
+from classp.data import DataOptions, Task, TaskSequence, check_data_options, load_sequence
 from classp.data.base import Split
 from classp.errors import UserError
 from classp.methods import build_method
 from classp.methods.base import Method, RunPlan, TaskPlan
-from classp.models import build_model
+from classp.models import build_model, check_model_name
 from classp.sparsity import UpdateCounter
 from classp.stepping import STEP_MODES, RunningSums, StepBody, build_steps
 
@@ -68,6 +69,32 @@ class RunConfig:
         out = {k: v for k, v in asdict(self).items() if k != "method_params"}
         out.update({f"method.{k}": v for k, v in self.method_params.items()})
         return out
+
+
+# What a trial sets itself; a study spec's [run] table may set every other RunConfig field.
+PER_TRIAL_FIELDS = frozenset({"sequence", "method", "method_params", "seed", "eval_splits",
+                              "track_updates", "progress"})
+
+
+def run_settings() -> dict[str, tuple[type, ...]]:
+    """The settings a spec's [run] table may give, each with the TOML types it accepts,
+    read off RunConfig's fields (so a new field is a new setting, with no list to keep)."""
+    hints = get_type_hints(RunConfig)
+    out = {}
+    for name, hint in hints.items():
+        if name in PER_TRIAL_FIELDS:
+            continue
+        members = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+        accepted: list[type] = []
+        for member in members:
+            if get_origin(member) is tuple:
+                accepted.append(list)  # TOML arrays become tuples (`from_settings`)
+            elif member is float:
+                accepted += [float, int]
+            elif member in (int, str, bool):
+                accepted.append(member)
+        out[name] = tuple(sorted(dict.fromkeys(accepted), key=lambda t: t is list))
+    return out
 
 
 @dataclass
@@ -149,7 +176,12 @@ def epochs_per_task(config: RunConfig, sequence: TaskSequence) -> list[int]:
 
 
 def check_config(config: RunConfig) -> None:
-    """Checks that need no data, so that bad input fails before anything loads."""
+    """Every check of a run's settings that needs no data, so that bad input fails before
+    anything loads: the one place they are checked (the command line, a spec's [run] table
+    and `run` all come here)."""
+    check_data_options(config.sequence, data_options(config))
+    if config.model is not None:
+        check_model_name(config.model)
     if config.batch_size is not None and (not isinstance(config.batch_size, int) or config.batch_size < 1):
         raise UserError(f"batch size must be a positive integer, got {config.batch_size}")
     if config.epochs is not None:
@@ -161,6 +193,8 @@ def check_config(config: RunConfig) -> None:
                                            or not 0 < t < math.inf for t in config.loss_targets)):
         raise UserError(f"loss targets must be positive finite numbers, one per task, got "
                         f"{config.loss_targets}")
+    if not isinstance(config.eval_batch_size, int) or config.eval_batch_size < 1:
+        raise UserError(f"eval_batch_size must be a positive integer, got {config.eval_batch_size}")
     if config.log_every < 1:
         raise UserError(f"log_every must be a positive integer, got {config.log_every}")
     if config.step_mode not in STEP_MODES:
@@ -303,53 +337,56 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
     steps = build_steps(config.step_mode, StepBody(model, method, optimizer, updates, sums),
                         device, batch_size)
     window = _Window(sums, observers, optimizer, model, progress, updates)
-    try:
-        for k, task in enumerate(tasks):
-            # 4. Train task k (with the union of tasks so far for joint training).
-            method.begin_task(k, model, optimizer)
-            steps.reset()  # methods replace tensors between tasks: no graph outlives a task
-            task_start_step = step
-            train = _joint_split(tasks[: k + 1]) if method.joint else task.train
-            every = report_every(config.log_every, epochs[k] * math.ceil(len(train) / batch_size))
-            model.train()
-            for epoch in range(epochs[k]):
-                order = (torch.randperm(len(train), generator=shuffler).to(device)
-                         if shuffle else None)
-                for start in range(0, len(train), batch_size):
-                    if order is None:
-                        x, y = train.x[start:start + batch_size], train.y[start:start + batch_size]
-                    else:
-                        index = order[start:start + batch_size]
-                        x, y = train.x[index], train.y[index]
-                    step += 1
-                    loss = steps.step(x, y)  # forward, backward, optimizer, sums: no host sync
-                    method.step_done()
-                    window.count(len(y))
-                    if window.steps == every:
-                        window.close(step, k, epoch)
-                # 4b. Published text protocol: whole passes until the last batch's loss is
-                #     below the task's target (one host read per pass).
-                if targets is not None and loss.item() < targets[k]:
-                    break
-            if window.steps:
-                window.close(step, k, epoch)
+    with interrupts.deferred():  # a Ctrl-C is raised at the next step boundary (below)
+        try:
+            for k, task in enumerate(tasks):
+                # 4. Train task k (with the union of tasks so far for joint training).
+                method.begin_task(k, model, optimizer)
+                steps.reset()  # methods replace tensors between tasks: no graph outlives a task
+                task_start_step = step
+                train = _joint_split(tasks[: k + 1]) if method.joint else task.train
+                every = report_every(config.log_every, epochs[k] * math.ceil(len(train) / batch_size))
+                model.train()
+                for epoch in range(epochs[k]):
+                    order = (torch.randperm(len(train), generator=shuffler).to(device)
+                             if shuffle else None)
+                    for start in range(0, len(train), batch_size):
+                        if order is None:
+                            x, y = train.x[start:start + batch_size], train.y[start:start + batch_size]
+                        else:
+                            index = order[start:start + batch_size]
+                            x, y = train.x[index], train.y[index]
+                        interrupts.check()
+                        step += 1
+                        loss = steps.step(x, y)  # forward, backward, optimizer, sums: no host sync
+                        method.step_done()
+                        window.count(len(y))
+                        if window.steps == every:
+                            window.close(step, k, epoch)
+                    # 4b. Published text protocol: whole passes until the last batch's loss is
+                    #     below the task's target (one host read per pass).
+                    if targets is not None and loss.item() < targets[k]:
+                        break
+                if window.steps:
+                    window.close(step, k, epoch)
 
-            # 5. The method's end of task (EWC's Fisher, SI's importance), then evaluate every
-            #    task: row k+1 of R.
-            method.end_task(k, model, task.train.x, task.train.y)
-            row = {s: evaluate_all(s) for s in splits}
-            for s in splits:
-                R[s].append(row[s])
-            for obs in observers:
-                obs.on_task_end(TaskEndEvent(k, task.name, step, row, optimizer, model, updates,
-                                             step - task_start_step))
-    except _Diverged as d:
-        status, diverged_at = "diverged", {"step": d.step, "task": d.task}
-    except StopRun:
-        status = "stopped"
-    finally:
-        if progress is not None:
-            progress.close()
+                # 5. The method's end of task (EWC's Fisher, SI's importance), then evaluate every
+                #    task: row k+1 of R.
+                method.end_task(k, model, task.train.x, task.train.y)
+                row = {s: evaluate_all(s) for s in splits}
+                for s in splits:
+                    R[s].append(row[s])
+                for obs in observers:
+                    obs.on_task_end(TaskEndEvent(k, task.name, step, row, optimizer, model, updates,
+                                                 step - task_start_step))
+        except _Diverged as d:
+            status, diverged_at = "diverged", {"step": d.step, "task": d.task}
+        except StopRun:
+            status = "stopped"
+        finally:
+            if progress is not None:
+                progress.close()
+    interrupts.check()  # one noted during the last evaluation
 
     # 6. The result: R per split and the metrics of each (only for a complete matrix).
     complete = {s: m for s, m in R.items() if len(m) == len(tasks) + 1}

@@ -164,7 +164,11 @@ MODELS: dict[str, Callable[[InputShape], nn.Module]] = {
 }
 
 
-def build_model(name: str, inp: InputShape) -> nn.Module:
+def check_model_name(name: str) -> None:
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+
+
+def build_model(name: str, inp: InputShape) -> nn.Module:
+    check_model_name(name)
     return MODELS[name](inp)

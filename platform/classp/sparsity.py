@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from classp.colours import colour
 from classp.optim import CLASSP
 
 
@@ -106,7 +107,7 @@ def histogram_figure(histograms: list[dict], title: str, max_panels: int = 8):
             bin_width = (edges[1] - edges[0]) / steps if len(edges) > 1 else 1.0
             share = [c / h["numel"] for c in h["counts"]]
             ax.bar([c + (t - len(histograms) / 2) * width * bin_width for c in centres], share,
-                   width=width * bin_width, color=_palette(t),
+                   width=width * bin_width, color=colour(t),
                    label=f"task {task['task']}: {task['task_name']}" if i == 0 else None)
         ax.set_title(name, fontsize=8)
         ax.set_xlim(-0.05, 1.05)
@@ -123,9 +124,3 @@ def histogram_figure(histograms: list[dict], title: str, max_panels: int = 8):
         fig.legend(loc="lower center", ncol=min(5, len(histograms)), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
-
-
-def _palette(i: int) -> str:
-    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-               "#7f7f7f", "#bcbd22", "#17becf"]
-    return colours[i % len(colours)]

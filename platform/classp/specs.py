@@ -38,23 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classp.data import SEQUENCES, check_protocol
-from classp.engine import SPLITS, RunConfig, check_config
+from classp.data import SEQUENCES
+from classp.engine import SPLITS, RunConfig, check_config, run_settings
 from classp.errors import UserError
 from classp.methods import METHODS
-from classp.models import MODELS
 from classp.tomlfile import read_toml
 from classp.tracking import check_name
 
 OBJECTIVES = ("accuracy", "old-new")
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("none", "median")
-RUN_KEYS = {  # [run] key -> accepted Python types
-    "model": (str,), "epochs": (int, list), "batch_size": (int,), "shuffle": (bool,),
-    "eval_train": (bool,), "subsample": (float, int), "num_tasks": (int,), "device": (str,),
-    "log_every": (int,), "data_dir": (str,), "download": (bool,), "protocol": (str,),
-    "step_mode": (str,),
-}
 
 
 @dataclass(frozen=True)
@@ -198,7 +191,6 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     run = _run_settings(top.sub("run"))
     try:  # the engine's own checks, once, before any trial is written
         check_config(RunConfig(sequence=sequence, **run))
-        check_protocol(sequence, run.get("protocol", "study"))
     except UserError as exc:
         top.fail("run", str(exc))
 
@@ -253,21 +245,12 @@ def _int_list(reader: _Reader, key: str, default: list[int]) -> list[int]:
 
 
 def _run_settings(run: _Reader) -> dict[str, Any]:
-    run.only(set(RUN_KEYS))
-    out = {key: run.get(key, RUN_KEYS[key]) for key in run.table}
-    if "model" in out and out["model"] not in MODELS:
-        run.fail("model", f"unknown model {out['model']!r}; allowed: {', '.join(MODELS)}")
-    epochs = out.get("epochs")
-    if epochs is not None:
-        values = [epochs] if isinstance(epochs, int) else epochs
-        if not values or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in values):
-            run.fail("epochs", f"expected a positive integer or a list of them, got {epochs!r}")
-        out["epochs"] = epochs if isinstance(epochs, int) else tuple(epochs)
-    if "batch_size" in out and out["batch_size"] < 1:
-        run.fail("batch_size", f"must be a positive integer, got {out['batch_size']}")
-    if "subsample" in out and not 0 < out["subsample"] <= 1:
-        run.fail("subsample", f"must be in (0, 1], got {out['subsample']}")
-    return out
+    """The [run] table: its keys and types from RunConfig's fields; their values are
+    checked by the engine's own `check_config`, below."""
+    allowed = run_settings()
+    run.only(set(allowed))
+    out = {key: run.get(key, allowed[key]) for key in run.table}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in out.items()}
 
 
 def _method_spec(tables: _Reader, name: str) -> MethodSpec:

@@ -10,6 +10,7 @@ import statistics
 from typing import NamedTuple
 
 from classp import metrics, stats
+from classp.colours import colour
 from classp.confirmation import VERDICT_PAIR
 from classp.dashboards.runs import ExperimentRuns, RunRecord
 from classp.paper import PUBLISHED_SPLIT, published
@@ -248,7 +249,7 @@ def pareto_info(exp: ExperimentRuns, methods: list[str], split: str = "val") -> 
         for r in _finished(exp.of("trial", m)):
             finals = r.final_accuracies(split)
             if finals and len(finals) > 1:
-                pts.append((statistics.fmean(finals[:-1]), finals[-1], r.trial))
+                pts.append((metrics.old_task_accuracy(finals), metrics.new_task_accuracy(finals), r.trial))
         if not pts:
             missing.append(m)
             continue
@@ -261,14 +262,14 @@ def draw_pareto(info: ParetoInfo):
 
     fig = go.Figure()
     for i, (m, pts) in enumerate(info.points.items()):
-        colour = _colour(i)
+        shade = colour(i)
         fig.add_trace(go.Scatter(x=[100 * p[0] for p in pts], y=[100 * p[1] for p in pts],
-                                 mode="markers", name=f"{m} trials", marker=dict(color=colour, opacity=0.5),
+                                 mode="markers", name=f"{m} trials", marker=dict(color=shade, opacity=0.5),
                                  text=[f"trial {p[2]}" for p in pts]))
         front = info.fronts[m]
         fig.add_trace(go.Scatter(x=[100 * p[0] for p in front], y=[100 * p[1] for p in front],
                                  mode="lines+markers", name=f"{m} Pareto front",
-                                 line=dict(color=colour), marker=dict(size=9)))
+                                 line=dict(color=shade), marker=dict(size=9)))
     fig.update_layout(xaxis_title="old tasks: mean final accuracy (%)",
                       yaxis_title="new (last) task: final accuracy (%)",
                       title="Every trial: remembering against learning (validation split)")
@@ -312,11 +313,11 @@ def draw_history(info: HistoryInfo):
 
     fig = go.Figure()
     for i, m in enumerate(info.values):
-        colour = _colour(i)
+        shade = colour(i)
         fig.add_trace(go.Scatter(x=[p[0] for p in info.values[m]], y=[p[1] for p in info.values[m]],
-                                 mode="markers", name=f"{m}", marker=dict(color=colour)))
+                                 mode="markers", name=f"{m}", marker=dict(color=shade)))
         fig.add_trace(go.Scatter(x=[p[0] for p in info.best[m]], y=[p[1] for p in info.best[m]],
-                                 mode="lines", name=f"{m} best so far", line=dict(color=colour, shape="hv")))
+                                 mode="lines", name=f"{m} best so far", line=dict(color=shade, shape="hv")))
     fig.update_layout(xaxis_title="trial", yaxis_title=info.objective,
                       title="Optimisation history per study (finished trials)")
     return fig
@@ -381,7 +382,7 @@ def draw_sparsity(info: SparsityInfo):
                 continue
             centres, shares = info.histograms[m][name]
             fig.add_trace(go.Bar(x=centres, y=shares, name=f"{m} ({info.source[m]})", legendgroup=m,
-                                 showlegend=k == 0, marker_color=_colour(i)),
+                                 showlegend=k == 0, marker_color=colour(i)),
                           row=k // cols + 1, col=k % cols + 1)
     fig.update_layout(barmode="group", height=300 * rows + 100,
                       title="Per-weight update counts: share of each task's steps that moved a "
@@ -448,7 +449,3 @@ def summary_info(exp: ExperimentRuns, methods: list[str], split: str) -> Summary
                      cell(f"{split}.acc"), cell(f"{split}.bwt"), cell(f"{split}.forgetting"),
                      f"{statistics.median(state) / 1e6:.3f}" if state else "-"])
     return SummaryInfo(header, rows)
-
-
-def _colour(i: int) -> str:
-    return ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2"][i % 7]

@@ -177,9 +177,10 @@ def check_protocol(sequence: str, protocol: str) -> None:
                         f"({', '.join(PAPER_PROTOCOL_SEQUENCES)}), not {sequence!r}; use 'study'")
 
 
-def load_sequence(name: str, opts: DataOptions | None = None) -> TaskSequence:
+def check_data_options(name: str, opts: DataOptions) -> None:
+    """Every check of what to load that needs no data (the engine's `check_config` and so a
+    spec's [run] table come through here too)."""
     check_sequence_name(name)
-    opts = opts or DataOptions()
     check_protocol(name, opts.protocol)
     if opts.imdb_labels not in IMDB_LABELS:
         raise UserError(f"unknown IMDB label mapping {opts.imdb_labels!r}; choose one of: "
@@ -194,6 +195,11 @@ def load_sequence(name: str, opts: DataOptions | None = None) -> TaskSequence:
     if opts.num_tasks is not None and opts.num_tasks > MAX_PERMUTED_TASKS:
         raise UserError(f"{opts.num_tasks} tasks would hold {opts.num_tasks} permuted copies of "
                         f"the data in memory; use at most {MAX_PERMUTED_TASKS}")
+
+
+def load_sequence(name: str, opts: DataOptions | None = None) -> TaskSequence:
+    opts = opts or DataOptions()
+    check_data_options(name, opts)
     sequence = SEQUENCES[name](opts)
     if opts.subsample < 1:
         sequence.tasks = [subsample_task(t, opts.subsample) for t in sequence.tasks]

@@ -1,0 +1,157 @@
+"""One trial: every tuning seed run through the engine and tracked as one MLflow child run,
+the value Optuna is told, and the run's final state."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import statistics
+
+import optuna
+
+from classp import metrics
+from classp.engine import RunConfig, StopRun, run
+from classp.specs import MethodSpec, StudySpec
+from classp.study.space import suggest
+from classp.tracking import (
+    TAG_KIND,
+    TAG_METHOD,
+    TAG_RULE,
+    TAG_SEQUENCE,
+    TAG_STUDY,
+    TAG_TRIAL,
+    RunLogger,
+    Tracking,
+)
+
+
+class _PruningReporter:
+    """Engine observer: after each task, report the mean accuracy so far on the tuning
+    split and stop the run if the pruner says so."""
+
+    def __init__(self, trial, split: str, offset: int):
+        self.trial, self.split, self.offset = trial, split, offset
+        self.pruned = False
+
+    def on_run_start(self, *args):
+        pass
+
+    def on_step(self, event):
+        pass
+
+    def on_task_end(self, event):
+        seen = event.accuracy[self.split][: event.task + 1]
+        self.trial.report(sum(seen) / len(seen), self.offset + event.task)
+        if self.trial.should_prune():
+            self.pruned = True
+            raise StopRun
+
+    def on_run_end(self, result):
+        pass
+
+
+def objective_values(spec: StudySpec, results) -> list[float]:
+    """Single: mean over seeds of ACC on the tuning split. Two: old-task and new-task
+    accuracy (mean final accuracy on tasks 1..T-1, and on task T)."""
+    finals = [r.accuracy[spec.tune_split][-1] for r in results]
+    if spec.objective == "accuracy":
+        return [statistics.fmean(metrics.mean_accuracy(f) for f in finals)]
+    return [statistics.fmean(metrics.old_task_accuracy(f) for f in finals),
+            statistics.fmean(metrics.new_task_accuracy(f) for f in finals)]
+
+
+class Objective:
+    """Runs one trial: every tuning seed, tracked as one MLflow child run."""
+
+    def __init__(self, spec: StudySpec, method: MethodSpec, sequence, tracking: Tracking,
+                 experiment_id: str, parent_id: str):
+        self.spec, self.method, self.sequence = spec, method, sequence
+        self.tracking, self.experiment_id, self.parent_id = tracking, experiment_id, parent_id
+
+    def __call__(self, trial):
+        params = suggest(trial, self.method)
+        method_params = {**self.method.fixed, **params}
+        run_id = self.tracking.child_run(self.experiment_id, self.parent_id, f"trial-{trial.number}", {
+            TAG_KIND: "trial", TAG_STUDY: self.spec.study_name(self.method.name),
+            TAG_METHOD: self.method.name, TAG_SEQUENCE: self.spec.sequence,
+            TAG_TRIAL: str(trial.number), TAG_RULE: str(method_params.get("rule", "-"))})
+        trial.set_user_attr("mlflow_run_id", run_id)
+        results = []
+        for i, seed in enumerate(self.spec.seeds):
+            # The first seed logs everything (steps, sparsity, artifacts); later seeds log
+            # their final metrics and matrix under a seed prefix.
+            first = i == 0
+            logger = RunLogger(self.tracking.client, run_id, log_steps=first,
+                               log_params=first, prefix="" if first else f"seed{seed}/",
+                               extra_params={"study": self.spec.study_name(self.method.name),
+                                             "trial": trial.number, "seeds": list(self.spec.seeds)})
+            observers = [logger]
+            pruning = None
+            if self.spec.pruner != "none":
+                pruning = _PruningReporter(trial, self.spec.tune_split, i * len(self.sequence.tasks))
+                observers.append(pruning)
+            config = trial_config(self.spec, self.method, params, seed)
+            if not first:
+                config = dataclasses.replace(config, track_updates=False)
+            result = run(config, observers, sequence=self.sequence)
+            if pruning is not None and pruning.pruned:
+                trial.set_user_attr("status", "pruned")
+                raise optuna.TrialPruned(f"pruned after task {len(result.accuracy['val']) - 1}")
+            if result.status == "diverged":
+                trial.set_user_attr("status", "diverged")
+                trial.set_user_attr("diverged_at_step", result.diverged_at["step"])
+                # NaN: Optuna records the trial as failed, and the sampler learns nothing
+                # false from a made-up score.
+                return [math.nan] * len(self.spec.directions)
+            results.append(result)
+        values = objective_values(self.spec, results)
+        trial.set_user_attr("status", "finished")
+        return values
+
+
+def run_state(trial) -> str:
+    """The state a finished trial's MLflow run ends in (see `Tracking.finish`)."""
+    if trial.user_attrs.get("status") == "diverged":
+        return "diverged"
+    return {optuna.trial.TrialState.COMPLETE: "finished",
+            optuna.trial.TrialState.PRUNED: "pruned"}.get(trial.state, "failed")
+
+
+class TrialRecorder:
+    """Optuna callback: end each trial's MLflow run with its state, and keep the parent
+    run's running best."""
+
+    def __init__(self, tracking: Tracking, parent_id: str, names: list[str]):
+        self.tracking, self.parent_id, self.names = tracking, parent_id, names
+
+    def __call__(self, study, trial) -> None:
+
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id is None:
+            return
+        state = run_state(trial)
+        client = self.tracking.client
+        if trial.values:
+            for name, value in zip(self.names, trial.values):
+                client.log_metric(run_id, f"objective.{name}", value)
+        self.tracking.finish(run_id, state)
+        if len(self.names) == 1:
+            with contextlib.suppress(ValueError):
+                client.log_metric(self.parent_id, "best_value", study.best_value, step=trial.number)
+        done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        client.log_metric(self.parent_id, "trials_done", done, step=trial.number)
+
+
+def objective_names(spec: StudySpec) -> list[str]:
+    return [f"{spec.tune_split}_accuracy"] if spec.objective == "accuracy" else [
+        "old_task_accuracy", "new_task_accuracy"]
+
+
+def trial_config(spec: StudySpec, method: MethodSpec, params: dict, seed: int) -> RunConfig:
+    """The run of one seed of a trial (or of a confirmation) with these parameters."""
+    splits = ("val", "test") if spec.tune_split != "train" else ("val", "test", "train")
+    return RunConfig(sequence=spec.sequence, method=method.name,
+                     method_params={**method.fixed, **params}, seed=seed, track_updates=True,
+                     eval_splits=splits, **spec.run)
+

@@ -1,0 +1,54 @@
+"""Ctrl-C noted where Python would lose it, raised at the next safe point."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from classp import interrupts
+
+
+@pytest.fixture
+def handler(monkeypatch):
+    monkeypatch.setattr(interrupts, "_requested", False)
+    previous = signal.getsignal(signal.SIGINT)
+    interrupts.install()
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_outside_training_ctrl_c_raises_at_once(handler):
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs between bytecodes
+            pass
+
+
+def test_inside_training_it_is_noted_and_raised_by_the_next_check(handler):
+    with interrupts.deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass  # not raised here: this could be a garbage-collector callback
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
+def test_a_ctrl_c_lost_in_a_callback_is_still_raised_by_the_next_check(handler):
+    class Noisy:
+        def __del__(self):  # Python ignores exceptions here
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+
+    Noisy()  # prints "Exception ignored ... KeyboardInterrupt" and goes on
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.check()
+
+
+def test_without_a_ctrl_c_check_does_nothing(handler):
+    with interrupts.deferred():
+        interrupts.check()
+    interrupts.check()
