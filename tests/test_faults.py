@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from support import TINY_STUDY, REPO, run_classp, subprocess_env
+from support import REPO, TINY_STUDY, run_classp, subprocess_env
 
 
 @pytest.fixture(scope="module")

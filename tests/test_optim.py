@@ -221,6 +221,60 @@ def test_foreach_and_single_tensor_paths_agree(rule, power, decay):
         torch.testing.assert_close(opt0.state[a]["update_count"], opt1.state[b]["update_count"])
 
 
+# Few settings, each compiled once (seconds each): every rule, both powers, decay on and
+# off, masked and not, eps 0; Dynamo keeps at most eight variants of one function.
+FUSED_CASES = [
+    ("algorithm", 1.0, False, 1e-3, 1e-5),
+    ("algorithm", 2.0, True, 1e-3, 1e-5),
+    ("algorithm", 1.5, True, 1e-3, 0.0),
+    ("equation", 1.0, True, 1e-3, 1e-5),
+    ("equation", 2.0, False, 0.0, 1e-5),
+    ("reference-code", 1.0, True, 0.5, 1e-5),
+]
+
+
+@pytest.mark.parametrize("rule, power, decay, threshold, eps", FUSED_CASES)
+def test_the_fused_path_gives_the_flat_path_s_weights(rule, power, decay, threshold, eps):
+    """Bit for bit without decay and with a threshold (the same multiplications); else up
+    to rounding (the flat path's add-with-alpha is one fused multiply-add, and the root and
+    division may round differently)."""
+    gen = torch.Generator().manual_seed(7)
+    shapes = [(16, 7), (16,), (3, 3, 2, 2), (1,), (200,)]
+    init = [torch.randn(s, generator=gen) for s in shapes]
+    grads = [[torch.randn(s, generator=gen) * 0.1 for s in shapes] for _ in range(12)]
+    for step in grads[::3]:
+        step[3].zero_()
+    results = []
+    for fused in (False, True):
+        params = [torch.nn.Parameter(t.clone()) for t in init]
+        opt = CLASSP(params, lr=0.05, threshold=threshold, power=power, eps=eps, decay=decay,
+                     rule=rule, fused=fused, track_updates=True)
+        for i, step in enumerate(grads):
+            for p, g in zip(params, step):
+                p.grad = g.clone()
+            if i == 6:  # a schedule's change of lr must not need a new kernel
+                opt.param_groups[0]["lr"] = 0.02
+            opt.step()
+        results.append((params, opt))
+    (flat, flat_opt), (fused, fused_opt) = results
+    assert any(not torch.equal(p, t) for p, t in zip(fused, init))  # it moved
+    for a, b in zip(flat, fused):
+        if decay or threshold == 0:
+            torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(fused_opt.state[b]["sum"], flat_opt.state[a]["sum"],
+                                       rtol=1e-6, atol=1e-7)
+        else:
+            assert torch.equal(b, a) and torch.equal(fused_opt.state[b]["sum"], flat_opt.state[a]["sum"])
+        assert torch.equal(fused_opt.state[b]["update_count"], flat_opt.state[a]["update_count"])
+
+
+def test_fused_and_the_single_tensor_path_cannot_both_be_asked_for():
+    with pytest.raises(ValueError, match="fused=True and foreach=False ask for two paths"):
+        CLASSP([torch.nn.Parameter(torch.zeros(2))], fused=True, foreach=False)
+    with pytest.raises(ValueError, match="fused must be True or False"):
+        CLASSP([torch.nn.Parameter(torch.zeros(2))], fused="yes")
+
+
 @pytest.mark.parametrize("foreach", [False, True])
 def test_state_dict_round_trip_continues_identically(foreach, tmp_path):
     model = _mlp()

@@ -79,7 +79,7 @@ def update_histogram(counts: Tensor, steps: int, bins: int = 20) -> dict:
 
 def histogram_figure(histograms: list[dict], title: str, max_panels: int = 8):
     """One small matplotlib figure: a panel per parameter tensor (the first `max_panels`),
-    a bar group per task. Logged per trial as a PNG of some tens of KB that the MLflow UI
+    a histogram outline per task. Logged per trial as a PNG of some tens of KB that the MLflow UI
     shows inline, offline (a Plotly page would carry 4.8 MB of plotly.js per trial).
 
     `histograms` is what the tracker logs: [{"task", "task_name", "steps", "params":
@@ -95,20 +95,22 @@ def histogram_figure(histograms: list[dict], title: str, max_panels: int = 8):
     shown = names[:max_panels]
     cols = min(2, max(1, len(shown)))
     rows = max(1, -(-len(shown) // cols))
-    fig = Figure(figsize=(4.2 * cols, 2.3 * rows + 0.9), dpi=60)
+    height = 2.3 * rows + 0.9
+    fig = Figure(figsize=(4.2 * cols, height), dpi=60)
     axes = fig.subplots(rows, cols, squeeze=False)
-    width = 0.8 / max(1, len(histograms))
+    # One outline per task (`stairs`: one artist, where bars were twenty), and fixed
+    # margins instead of tight_layout: together the figure costs a tenth of the time, and
+    # a trial's tracking is host time that a GPU study waits for.
+    fig.subplots_adjust(left=0.1 if cols == 2 else 0.16, right=0.98, wspace=0.25,
+                        hspace=0.55, top=1 - 0.4 / height, bottom=0.85 / height)
     for i, name in enumerate(shown):
         ax = axes[i // cols][i % cols]
         for t, task in enumerate(histograms):
             h = task["params"][name]
-            edges, steps = h["edges"], h["steps"]
-            centres = [(a + b) / 2 / steps for a, b in zip(edges[:-1], edges[1:])]
-            bin_width = (edges[1] - edges[0]) / steps if len(edges) > 1 else 1.0
+            steps = h["steps"]
             share = [c / h["numel"] for c in h["counts"]]
-            ax.bar([c + (t - len(histograms) / 2) * width * bin_width for c in centres], share,
-                   width=width * bin_width, color=colour(t),
-                   label=f"task {task['task']}: {task['task_name']}" if i == 0 else None)
+            ax.stairs(share, [e / steps for e in h["edges"]], color=colour(t), linewidth=1.4,
+                      label=f"task {task['task']}: {task['task_name']}" if i == 0 else None)
         ax.set_title(name, fontsize=8)
         ax.set_xlim(-0.05, 1.05)
         ax.tick_params(labelsize=7)
@@ -122,5 +124,4 @@ def histogram_figure(histograms: list[dict], title: str, max_panels: int = 8):
     fig.suptitle(title + more, fontsize=9)
     if shown:
         fig.legend(loc="lower center", ncol=min(5, len(histograms)), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
