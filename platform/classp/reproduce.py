@@ -30,7 +30,7 @@ from classp.engine import RunConfig, run
 from classp.errors import UserError
 from classp.methods import METHODS, build_method
 from classp.paper import PAPER_RUNS, TABLES
-from classp.tomlfile import read_toml
+from classp.tomlfile import Table, read_spec
 from classp.tracking import TAG_KIND, TAG_METHOD, TAG_RULE, TAG_SEQUENCE, RunLogger, Tracking
 
 RULES_COMPARED = ("reference-code", "algorithm")
@@ -62,65 +62,52 @@ class ReproduceSpec:
 
 
 def load_reproduce_spec(path: str | Path) -> ReproduceSpec:
-    path, data = read_toml(path, "reproduce spec", "studies/paper-table1.toml")
-
-    def fail(key: str, problem: str):
-        raise UserError(f"{path}: {key}: {problem}")
-
-    for key in data:
-        if key not in ("reproduce", "rows"):
-            fail(key, "unknown table; allowed: reproduce, rows")
-    head = data.get("reproduce")
-    if not isinstance(head, dict):
-        fail("reproduce", "missing; it is required")
-    allowed_head = ("name", "sequence", "table", "protocol", "seeds", "report_task")
-    for key in head:
-        if key not in allowed_head:
-            fail(f"reproduce.{key}", f"unknown key; allowed here: {', '.join(sorted(allowed_head))}")
-    sequence = head.get("sequence")
+    top = read_spec(path, "reproduce spec", "studies/paper-table1.toml")
+    top.only({"reproduce", "rows"})
+    head = top.sub("reproduce", required=True)
+    head.only({"name", "sequence", "table", "protocol", "seeds", "report_task"})
+    sequence = head.get("sequence", (str,), required=True)
     if sequence not in SEQUENCES:
-        fail("reproduce.sequence", f"unknown sequence {sequence!r}; allowed: {', '.join(SEQUENCES)}")
-    table = head.get("table")
+        head.fail("sequence", f"unknown sequence {sequence!r}; allowed: {', '.join(SEQUENCES)}")
+    table = head.get("table", (str,), required=True)
     if table not in TABLES:
-        fail("reproduce.table", f"unknown table {table!r}; allowed: {', '.join(TABLES)}")
-    protocol = head.get("protocol", "paper")
+        head.fail("table", f"unknown table {table!r}; allowed: {', '.join(TABLES)}")
+    protocol = head.get("protocol", (str,), "paper")
     if protocol not in PROTOCOLS:
-        fail("reproduce.protocol", f"unknown protocol {protocol!r}; allowed: {', '.join(PROTOCOLS)}")
-    seeds = head.get("seeds", PAPER_RUNS)
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        fail("reproduce.seeds", f"expected a positive integer, got {seeds!r}")
+        head.fail("protocol", f"unknown protocol {protocol!r}; allowed: {', '.join(PROTOCOLS)}")
+    seeds = head.get("seeds", (int,), PAPER_RUNS)
+    if seeds < 1:
+        head.fail("seeds", f"expected a positive integer, got {seeds!r}")
     rows = []
-    allowed = {"label", "method", "params", "paper_row", "assumed"}
-    for i, raw in enumerate(data.get("rows", [])):
-        where = f"rows[{i}]"
-        for key in raw:
-            if key not in allowed:
-                fail(f"{where}.{key}", f"unknown key; allowed here: {', '.join(sorted(allowed))}")
-        method = raw.get("method")
+    for i, raw in enumerate(top.get("rows", (list,), [])):
+        row = Table(top.path, raw if isinstance(raw, dict) else {}, f"rows[{i}]")
+        row.only({"label", "method", "params", "paper_row", "assumed"})
+        method = row.get("method", (str,), required=True)
         if method not in METHODS:
-            fail(f"{where}.method", f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
-        params = dict(raw.get("params", {}))
+            row.fail("method", f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+        params = dict(row.get("params", (dict,), {}))
         if "rule" in params:
-            fail(f"{where}.params.rule", "set by reproduce (both rules are run); remove it")
+            row.fail("params.rule", "set by reproduce (both rules are run); remove it")
         try:
             build_method(method, {**params, **({"rule": "algorithm"} if method == "classp" else {})})
         except UserError as exc:
-            fail(f"{where}.params", str(exc))
-        paper_row = raw.get("paper_row")
+            row.fail("params", str(exc))
+        paper_row = row.get("paper_row", (str,), None)
         if paper_row is not None and paper_row not in TABLES[table]:
-            fail(f"{where}.paper_row", f"{paper_row!r} is not a row of {table}; allowed: "
-                                       f"{', '.join(TABLES[table])}")
-        rows.append(Row(label=str(raw.get("label", f"row {i + 1}")), method=method, params=params,
-                        paper_row=paper_row, assumed=tuple(raw.get("assumed", ()))))
+            row.fail("paper_row", f"{paper_row!r} is not a row of {table}; allowed: "
+                                  f"{', '.join(TABLES[table])}")
+        rows.append(Row(label=row.get("label", (str,), f"row {i + 1}"), method=method,
+                        params=params, paper_row=paper_row,
+                        assumed=tuple(row.get("assumed", (list,), ()))))
     if not rows:
-        fail("rows", "no rows; add [[rows]] tables")
-    report_task = str(head.get("report_task", ""))
+        top.fail("rows", "no rows; add [[rows]] tables")
+    report_task = head.get("report_task", (str,), "")
     known_tasks = next(iter(TABLES[table].values())).accuracy
     if report_task not in known_tasks:
-        fail("reproduce.report_task", f"{report_task!r} is not a column of {table}; allowed: "
-                                      f"{', '.join(known_tasks)}")
-    return ReproduceSpec(path, str(head.get("name", path.stem)), sequence, table, protocol, seeds,
-                         report_task, tuple(rows))
+        head.fail("report_task", f"{report_task!r} is not a column of {table}; allowed: "
+                                 f"{', '.join(known_tasks)}")
+    return ReproduceSpec(top.path, head.get("name", (str,), top.path.stem), sequence, table,
+                         protocol, seeds, report_task, tuple(rows))
 
 
 def select_rows(spec: ReproduceSpec, selection: str | None) -> list[int]:

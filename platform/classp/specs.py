@@ -42,7 +42,7 @@ from classp.data import SEQUENCES
 from classp.engine import SPLITS, RunConfig, check_config, run_settings
 from classp.errors import UserError
 from classp.methods import METHODS
-from classp.tomlfile import read_toml
+from classp.tomlfile import Table, read_toml
 from classp.tracking import check_name
 
 OBJECTIVES = ("accuracy", "old-new")
@@ -107,54 +107,13 @@ class StudySpec:
         return f"{self.name}.{method}"
 
 
-class _Reader:
-    """Reads one table of the TOML file, naming the file and the key in every error."""
-
-    def __init__(self, path: Path, table: dict, where: str):
-        self.path, self.table, self.where = path, table, where
-
-    def fail(self, key: str | None, problem: str):
-        key_part = f"{self.where}.{key}" if key and self.where else (key or self.where)
-        raise UserError(f"{self.path}: {key_part}: {problem}")
-
-    def only(self, allowed) -> None:
-        for key in self.table:
-            if key not in allowed:
-                self.fail(key, f"unknown key; allowed here: {', '.join(sorted(allowed))}")
-
-    def get(self, key: str, types: tuple, default=None, required: bool = False):
-        if key not in self.table:
-            if required:
-                self.fail(key, "missing; it is required")
-            return default
-        value = self.table[key]
-        # TOML integers are fine where floats are wanted; booleans are not numbers here.
-        if isinstance(value, bool) and bool not in types:
-            self.fail(key, f"expected {_names(types)}, got a boolean")
-        if float in types and isinstance(value, int) and not isinstance(value, bool):
-            return float(value) if int not in types else value
-        if not isinstance(value, types):
-            self.fail(key, f"expected {_names(types)}, got {type(value).__name__} {value!r}")
-        return value
-
-    def sub(self, key: str, required: bool = False) -> _Reader:
-        table = self.get(key, (dict,), default={}, required=required)
-        return _Reader(self.path, table, f"{self.where}.{key}" if self.where else key)
-
-
-def _names(types: tuple) -> str:
-    words = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list", dict: "a table"}
-    return " or ".join(words.get(t, t.__name__) for t in types)
-
-
 def load_spec(path: str | Path) -> StudySpec:
     path, data = read_toml(path, "study spec", "studies/split-digits.toml")
     return parse_spec(data, path)
 
 
 def parse_spec(data: dict, path: Path) -> StudySpec:
-    top = _Reader(path, data, "")
+    top = Table(path, data, "")
     top.only({"study", "run", "sampler", "pruner", "methods"})
 
     study = top.sub("study", required=True)
@@ -235,7 +194,7 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
                      tune_split=tune_split)
 
 
-def _int_list(reader: _Reader, key: str, default: list[int]) -> list[int]:
+def _int_list(reader: Table, key: str, default: list[int]) -> list[int]:
     values = reader.get(key, (list,), default)
     if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         reader.fail(key, f"expected a non-empty list of integers, got {values!r}")
@@ -244,7 +203,7 @@ def _int_list(reader: _Reader, key: str, default: list[int]) -> list[int]:
     return list(values)
 
 
-def _run_settings(run: _Reader) -> dict[str, Any]:
+def _run_settings(run: Table) -> dict[str, Any]:
     """The [run] table: its keys and types from RunConfig's fields; their values are
     checked by the engine's own `check_config`, below."""
     allowed = run_settings()
@@ -253,7 +212,7 @@ def _run_settings(run: _Reader) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in out.items()}
 
 
-def _method_spec(tables: _Reader, name: str) -> MethodSpec:
+def _method_spec(tables: Table, name: str) -> MethodSpec:
     table = tables.sub(name)
     table.only({"search", "fixed", "paper"})
     defaults = METHODS[name].defaults
@@ -286,7 +245,7 @@ def _method_spec(tables: _Reader, name: str) -> MethodSpec:
     return MethodSpec(name=name, search=search, fixed=fixed, paper=paper)
 
 
-def _distribution(r: _Reader) -> Distribution:
+def _distribution(r: Table) -> Distribution:
     if "choices" in r.table:
         r.only({"choices"})
         choices = r.get("choices", (list,))
@@ -315,12 +274,12 @@ def _inside(dist: Distribution, value) -> bool:
     return isinstance(value, (int, float)) and dist.low <= value <= dist.high
 
 
-def _check_method_builds(table: _Reader, name: str, fixed: dict, search: dict) -> None:
+def _check_method_builds(table: Table, name: str, fixed: dict, search: dict) -> None:
     """Build the method with the fixed values, then with each choice and both ends of each
     range, so that a bad value fails now, named where it is written, rather than in a trial."""
     from classp.methods import build_method
 
-    def builds(params: dict, where: _Reader, key: str) -> None:
+    def builds(params: dict, where: Table, key: str) -> None:
         try:
             build_method(name, params)
         except UserError as exc:

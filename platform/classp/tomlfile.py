@@ -27,3 +27,51 @@ def read_toml(path: str | Path, what: str, example: str) -> tuple[Path, dict]:
         return path, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
+
+
+def read_spec(path: str | Path, what: str, example: str) -> Table:
+    """The whole file as a `Table`."""
+    path, data = read_toml(path, what, example)
+    return Table(path, data, "")
+
+
+class Table:
+    """One table of a spec file, read with checks: every error names the file and the key
+    (`path: where.key: problem`) and is one line. The one reader of the three spec kinds."""
+
+    def __init__(self, path: Path, table: dict, where: str):
+        self.path, self.table, self.where = path, table, where
+
+    def fail(self, key: str | None, problem: str):
+        key_part = f"{self.where}.{key}" if key and self.where else (key or self.where)
+        raise UserError(f"{self.path}: {key_part}: {problem}")
+
+    def only(self, allowed) -> None:
+        for key in self.table:
+            if key not in allowed:
+                self.fail(key, f"unknown key; allowed here: {', '.join(sorted(allowed))}")
+
+    def get(self, key: str, types: tuple, default=None, required: bool = False):
+        if key not in self.table:
+            if required:
+                self.fail(key, "missing; it is required")
+            return default
+        value = self.table[key]
+        # TOML integers are fine where floats are wanted; booleans are not numbers here.
+        if isinstance(value, bool) and bool not in types:
+            self.fail(key, f"expected {_names(types)}, got a boolean")
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            return float(value) if int not in types else value
+        if not isinstance(value, types):
+            self.fail(key, f"expected {_names(types)}, got {type(value).__name__} {value!r}")
+        return value
+
+    def sub(self, key: str, required: bool = False) -> Table:
+        table = self.get(key, (dict,), default={}, required=required)
+        return Table(self.path, table, f"{self.where}.{key}" if self.where else key)
+
+
+def _names(types: tuple) -> str:
+    words = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    return " or ".join(words.get(t, t.__name__) for t in types)

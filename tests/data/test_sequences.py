@@ -135,6 +135,16 @@ def test_an_empty_or_header_only_text_file_is_called_so(tmp_path, content, messa
     assert message in str(err.value) and "instead" not in str(err.value)
 
 
+def test_a_hub_dataset_is_read_from_the_cache_unless_download_is_asked(tmp_path):
+    """Without --download no request leaves the machine: offline, the Hub client would
+    retry for half a minute, logging each try, before the same failure."""
+    _write_csv(tmp_path / "imdb.csv", ["text", "label"], [("a b", 0)])  # FPB: the Hub id
+    with pytest.raises(UserError) as err:
+        load_sequence("fpb-imdb", DataOptions(data_dir=tmp_path))
+    assert "OfflineModeIsEnabled" in str(err.value)  # refused before any request
+    assert str(err.value).endswith("or add --download on a machine with internet")
+
+
 def test_unknown_sequence_lists_the_valid_names():
     with pytest.raises(UserError, match="unknown sequence 'mnist'; choose one of: mnist-fmnist"):
         load_sequence("mnist")

@@ -125,7 +125,8 @@ def _fpb_imdb(opts: DataOptions) -> TaskSequence:
                           label_map={0: 0, 1: 1, 2: 2}),
                TextSource("imdb", _local_or(opts, "imdb", opts.imdb_source), label_map=imdb_map)]
     published = opts.protocol == "paper"
-    tasks, vocab_size, tokenizer = load_text_tasks(sources, _val_fraction(opts), published=published)
+    tasks, vocab_size, tokenizer = load_text_tasks(sources, _val_fraction(opts), published=published,
+                                                   download=opts.download)
     inp = InputShape("tokens", (tasks[0].train.x.shape[1],), 3, vocab_size)
     if published:
         protocol = TrainingProtocol(epochs=(100, 100), batch_size=750, shuffle=True,

@@ -14,6 +14,7 @@ Parquet or JSON Lines file with a text column (`sentence` or `text`) and a `labe
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +83,10 @@ def _check_local_file(path: Path) -> None:
         raise UserError(f"text data file {path} is empty; {NEEDS}")
 
 
-def _load_rows(source: str) -> dict[str, tuple[list[str], list[int]]]:
-    """split name -> (texts, labels)."""
+def _load_rows(source: str, download: bool = False) -> dict[str, tuple[list[str], list[int]]]:
+    """split name -> (texts, labels). A Hub id is read from the local cache unless
+    `download`, as for the vision data: offline, the Hub client would retry for half a
+    minute and log each try before failing."""
     import datasets
 
     path = Path(source)
@@ -93,7 +96,8 @@ def _load_rows(source: str) -> dict[str, tuple[list[str], list[int]]]:
             ds = datasets.load_dataset(LOCAL_SUFFIXES[path.suffix], data_files=str(path))
         else:
             name, _, config = source.partition(":")
-            ds = datasets.load_dataset(name, config or None)
+            with _hub_offline(not download):
+                ds = datasets.load_dataset(name, config or None)
     except UserError:
         raise
     except Exception as exc:  # offline, unknown id, bad file: all surface here
@@ -102,7 +106,9 @@ def _load_rows(source: str) -> dict[str, tuple[list[str], list[int]]]:
                             f"{NEEDS}") from None
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"cannot load text dataset {source!r}: {first}; pass a local "
-                        f"CSV/Parquet/JSONL file instead (columns: sentence or text, label)") from None
+                        f"CSV/Parquet/JSONL file instead (columns: sentence or text, label)"
+                        + ("" if download else ", or add --download on a machine with "
+                                                "internet")) from None
     out = {}
     for split_name, split in ds.items():
         column = next((c for c in TEXT_COLUMNS if c in split.column_names), None)
@@ -113,6 +119,21 @@ def _load_rows(source: str) -> dict[str, tuple[list[str], list[int]]]:
             raise UserError(f"text dataset {source!r} has no rows in its {split_name} split; {NEEDS}")
         out[split_name] = (list(split[column]), list(split["label"]))
     return out
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool):
+    """The Hub's offline switch for one call (both libraries read it when called)."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
+    if offline:
+        datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = saved
 
 
 def build_vocabulary(texts: Iterable[str], split=tokenize) -> dict[str, int]:
@@ -132,10 +153,10 @@ def encode(texts: list[str], vocab: dict[str, int], split=tokenize) -> torch.Ten
     return ids
 
 
-def load_text_tasks(sources: list[TextSource], val_fraction: float,
-                    published: bool = False) -> tuple[list[Task], int, str]:
+def load_text_tasks(sources: list[TextSource], val_fraction: float, published: bool = False,
+                    download: bool = False) -> tuple[list[Task], int, str]:
     """Tasks in order, the vocabulary size and the name of the tokenizer used."""
-    raw = [(s, _load_rows(s.source)) for s in sources]
+    raw = [(s, _load_rows(s.source, download)) for s in sources]
     train_texts = [t for _, rows in raw for t in rows["train"][0]]
     split, tokenizer = tokenize, "whitespace, first 30"
     if published:
