@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 
 from classp.tracking import TAG_KIND, TAG_STUDY
 from classp.workers import worker_environments
-from support import TINY_STUDY, run_classp
+from support import TINY_STUDY, run_classp, subprocess_env
 
 
 def test_two_workers_run_exactly_the_requested_trials_each_with_one_run(tmp_path):
@@ -53,3 +53,30 @@ def test_workers_zero_is_refused_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == "classp: error: --workers must be at least 1, got 0"
     assert not (tmp_path / "home" / "optuna.journal").exists()
+
+
+def test_two_commands_started_together_on_an_empty_home_both_finish(tmp_path):
+    """Two independent `classp study run` (no --workers) on a home with no store yet: both
+    create the MLflow SQLite store and the journal at once, and share the study."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    command = [sys.executable, "-m", "classp.cli", "study", "run", str(TINY_STUDY), "--method",
+               "sgd", "--n-trials", "4", "--no-progress"]
+    processes = [subprocess.Popen(command, env=subprocess_env(CLASSP_HOME=str(home)),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    for process in processes:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err
+    study = optuna.load_study(study_name="tiny.sgd", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(home / "optuna.journal"))))
+    trials = study.get_trials()
+    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("split-digits")
+    runs = client.search_runs([experiment.experiment_id], f"tags.`{TAG_STUDY}` = 'tiny.sgd'")
+    assert sorted(r.info.run_id for r in runs if r.data.tags.get(TAG_KIND) == "trial") == sorted(
+        t.user_attrs["mlflow_run_id"] for t in trials)
+    assert sum(r.data.tags.get(TAG_KIND) == "study" for r in runs) == 1

@@ -7,6 +7,8 @@ is a `UserError` naming the path and the fix, not an OSError halfway through a s
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
 from pathlib import Path
@@ -43,3 +45,15 @@ def output_file(path: Path, flag: str, example: str) -> Path:
         raise UserError(f"{flag} {path} is a folder; give a file name, e.g. {path / example}")
     writable_folder(path.parent, f"{flag}: the folder", f"give {flag} a path in a writable folder")
     return path
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive lock between processes of this host, held while the block runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

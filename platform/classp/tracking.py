@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from classp.errors import UserError, first_line
-from classp.paths import ensure_home, home, writable_folder
+from classp.paths import ensure_home, file_lock, home, writable_folder
 
 TAG_STUDY = "classp.study"
 TAG_KIND = "classp.kind"  # "study", "trial" or "confirm"
@@ -118,14 +118,21 @@ class Tracking:
             raise UserError(f"unsupported tracking URI {redact(self.uri)}; use one of "
                             f"{', '.join(s + '://' for s in TRACKING_SCHEMES)} (e.g. "
                             f"http://localhost:5000 or sqlite:///.classp/mlflow.db)")
+        creating = contextlib.nullcontext()
         if _is_local_default(self.uri):
             db = Path(self.uri.removeprefix("sqlite:///"))
             writable_folder(db.parent, "the tracking store's folder",
                             "give --tracking-uri a path in a writable folder")
-        try:
-            self.client = MlflowClient(tracking_uri=self.uri)
-        except Exception as exc:  # an unreadable SQLite file fails here, on opening
-            raise self._unreadable(exc) from None
+            # Processes opening a new store at once would each run MLflow's migrations on
+            # it ("table ... already exists"): one at a time, the others find it made.
+            creating = file_lock(db.with_name(db.name + ".classp-lock"))
+        with creating:
+            try:
+                self.client = MlflowClient(tracking_uri=self.uri)
+                if _is_local_default(self.uri):
+                    self.client.search_experiments(max_results=1)  # creates the tables
+            except Exception as exc:  # an unreadable SQLite file fails here, on opening
+                raise self._unreadable(exc) from None
         self.version = code_version()
 
     def _unreadable(self, exc: BaseException) -> UserError:

@@ -12,7 +12,6 @@ is appended; a damaged line elsewhere is named and left for the user.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import socket
@@ -26,7 +25,7 @@ from typing import Any
 import optuna
 
 from classp.errors import UserError, first_line
-from classp.paths import ensure_home, home
+from classp.paths import ensure_home, file_lock, home
 from classp.tracking import (
     redact,
 )
@@ -79,7 +78,7 @@ def open_storage(url: str | None, on_stale_trial=None) -> Storage:
             storage = optuna.storages.JournalStorage(backend)
         except (ValueError, KeyError, TypeError) as exc:  # json's errors are ValueErrors
             raise _corrupt_journal(path, exc) from None
-        return Storage(storage, str(path), lambda name: _file_lock(Path(f"{path}.classp-lock")))
+        return Storage(storage, str(path), lambda name: file_lock(Path(f"{path}.classp-lock")))
     if url.split("://", 1)[0].split("+", 1)[0] not in ("postgresql", "sqlite", "mysql"):
         raise UserError(f"unsupported storage URL {redact(url)}; use a journal file path or a "
                         f"postgresql:// URL")
@@ -99,7 +98,7 @@ def open_storage(url: str | None, on_stale_trial=None) -> Storage:
     if url.startswith("postgresql"):
         lock = lambda name: _postgres_lock(storage, name)  # noqa: E731
     else:  # sqlite and others: one host only
-        lock = lambda name: _file_lock(home() / "rdb.lock")  # noqa: E731
+        lock = lambda name: file_lock(home() / "rdb.lock")  # noqa: E731
     return Storage(storage, url, lock)
 
 
@@ -196,17 +195,6 @@ def fail_trials_of_dead_workers(study, on_failed) -> int:
             on_failed(study, study._storage.get_trial(trial._trial_id))
             failed += 1
     return failed
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
