@@ -76,7 +76,7 @@ def test_a_port_in_use_is_one_line(tmp_path):
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("classp: error: the MLflow server exited with status")
-    assert f"is port {port} in use? choose another with --port" in last
+    assert f"is port {port} in use, or 127.0.0.1 not an address of this machine?" in last
 
 
 @pytest.mark.parametrize("port", ["99999", "0"])

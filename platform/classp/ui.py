@@ -49,8 +49,8 @@ def serve(uri: str, artifact_root: str, host: str, port: int, echo=None) -> int:
             if stopping["signal"] is not None:
                 return 0
             raise UserError(f"the MLflow server exited with status {server.returncode} before "
-                            f"answering on {url}; is port {port} in use? choose another with "
-                            f"--port")
+                            f"answering on {url}; is port {port} in use, or {host} not an "
+                            f"address of this machine? choose another with --port or --host")
         echo(f"MLflow UI on {url} (store {uri}); Ctrl-C stops it")
         while server.poll() is None:
             try:
