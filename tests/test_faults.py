@@ -180,6 +180,57 @@ def test_settings_that_cannot_run_fail_before_a_trial_is_recorded(home, tmp_path
     assert _snapshot(home) == before and _runs(home) == runs
 
 
+# ----------------------------------------------------------------------------------------
+# Family 7: data that is malformed rather than missing, met by a study
+# ----------------------------------------------------------------------------------------
+
+
+def _truncate(folder: Path) -> Path:
+    images = folder / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-100])
+    return images
+
+
+def _garbage_header(folder: Path) -> Path:
+    images = folder / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(b"\x12\x34" + images.read_bytes()[2:])
+    return images
+
+
+def _empty_csv(folder: Path) -> Path:
+    (folder / "imdb.csv").write_text("text,label\nfine,0\n")
+    (folder / "financial_phrasebank.csv").write_text("")
+    return folder / "financial_phrasebank.csv"
+
+
+def _bad_label(folder: Path) -> Path:
+    (folder / "imdb.csv").write_text("text,label\nfine,0\n")
+    (folder / "financial_phrasebank.csv").write_text("sentence,label\nup,1\ndown,7\n")
+    return folder / "financial_phrasebank.csv"
+
+
+@pytest.mark.parametrize("sequence, damage, message", [
+    ("split-mnist", _truncate, "the file is truncated or corrupt"),
+    ("split-mnist", _garbage_header, "is not an idx file"),
+    ("fpb-imdb", _empty_csv, "is empty"),
+    ("fpb-imdb", _bad_label, "row 1: label 7 is not one of 0, 1, 2"),
+])
+def test_malformed_data_is_named_before_a_trial_is_recorded(home, tmp_path, sequence, damage,
+                                                             message):
+    from support import make_mnist_like
+
+    data = tmp_path / "data"
+    make_mnist_like(data / "MNIST" / "raw")
+    bad_file = damage(data)
+    spec = tmp_path / "spec.toml"
+    spec.write_text(TINY_STUDY.read_text().replace('sequence = "split-digits"',
+                                                   f'sequence = "{sequence}"')
+                    .replace("[run]\n", f'[run]\ndata_dir = "{data}"\n'))
+    before, runs = _snapshot(home), _runs(home)
+    _fails_in_one_line(_study(home, spec), str(bad_file), message)
+    assert _snapshot(home) == before and _runs(home) == runs
+
+
 @pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5"])
 def test_a_bad_heartbeat_setting(home, value):
     before = _snapshot(home)

@@ -89,6 +89,7 @@ def _load_rows(source: str, download: bool = False) -> dict[str, tuple[list[str]
     minute and log each try before failing."""
     import datasets
 
+    datasets.disable_progress_bars()  # "Generating train split" bars: noise around our lines
     path = Path(source)
     try:
         if path.suffix in LOCAL_SUFFIXES:
