@@ -192,29 +192,39 @@ def _train(model, opt, steps, seed):
         opt.step()
 
 
+def _fixed_gradients(shapes, steps: int, seed: int, zero_every: int):
+    """Initial weights and a gradient sequence fed to every path alike (no model feedback,
+    which would amplify rounding); tensor 3 gets an all-zero gradient every `zero_every`."""
+    gen = torch.Generator().manual_seed(seed)
+    init = [torch.randn(s, generator=gen) for s in shapes]
+    grads = [[torch.randn(s, generator=gen) * 0.1 for s in shapes] for _ in range(steps)]
+    for step in grads[::zero_every]:
+        step[3].zero_()
+    return init, grads
+
+
+def _feed(init, grads, make_optimizer, before_step=lambda i, opt: None):
+    params = [torch.nn.Parameter(t.clone()) for t in init]
+    opt = make_optimizer(params)
+    for i, step in enumerate(grads):
+        for p, g in zip(params, step):
+            p.grad = g.clone()
+        before_step(i, opt)
+        opt.step()
+    return params, opt
+
+
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("power", [1.0, 2.0, 0.7])
 @pytest.mark.parametrize("decay", [True, False])
 def test_foreach_and_single_tensor_paths_agree(rule, power, decay):
-    # The same gradient sequence for both paths (no model feedback, which would amplify
-    # rounding), over tensors of many shapes, some with all-zero gradients.
-    gen = torch.Generator().manual_seed(5)
-    shapes = [(16, 7), (16,), (3, 3, 2, 2), (1,), (200,), (4, 5)]
-    init = [torch.randn(s, generator=gen) for s in shapes]
-    grads = [[torch.randn(s, generator=gen) * 0.1 for s in shapes] for _ in range(20)]
-    for step in grads[::4]:
-        step[3].zero_()
-    results = []
-    for foreach in (False, True):
-        params = [torch.nn.Parameter(t.clone()) for t in init]
-        opt = CLASSP(params, lr=0.05, threshold=1e-3, power=power, decay=decay, rule=rule,
-                     foreach=foreach, track_updates=True)
-        for step in grads:
-            for p, g in zip(params, step):
-                p.grad = g.clone()
-            opt.step()
-        results.append((params, opt))
-    (params0, opt0), (params1, opt1) = results
+    init, grads = _fixed_gradients([(16, 7), (16,), (3, 3, 2, 2), (1,), (200,), (4, 5)],
+                                   steps=20, seed=5, zero_every=4)
+    (params0, opt0), (params1, opt1) = [
+        _feed(init, grads, lambda ps, foreach=foreach: CLASSP(
+            ps, lr=0.05, threshold=1e-3, power=power, decay=decay, rule=rule, foreach=foreach,
+            track_updates=True))
+        for foreach in (False, True)]
     for a, b in zip(params0, params1):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(opt0.state[a]["sum"], opt1.state[b]["sum"], rtol=1e-6, atol=1e-6)
@@ -238,25 +248,27 @@ def test_the_fused_path_gives_the_flat_path_s_weights(rule, power, decay, thresh
     """Bit for bit without decay and with a threshold (the same multiplications); else up
     to rounding (the flat path's add-with-alpha is one fused multiply-add, and the root and
     division may round differently)."""
-    gen = torch.Generator().manual_seed(7)
-    shapes = [(16, 7), (16,), (3, 3, 2, 2), (1,), (200,)]
-    init = [torch.randn(s, generator=gen) for s in shapes]
-    grads = [[torch.randn(s, generator=gen) * 0.1 for s in shapes] for _ in range(12)]
-    for step in grads[::3]:
-        step[3].zero_()
-    results = []
-    for fused in (False, True):
-        params = [torch.nn.Parameter(t.clone()) for t in init]
-        opt = CLASSP(params, lr=0.05, threshold=threshold, power=power, eps=eps, decay=decay,
-                     rule=rule, fused=fused, track_updates=True)
-        for i, step in enumerate(grads):
-            for p, g in zip(params, step):
-                p.grad = g.clone()
-            if i == 6:  # a schedule's change of lr must not need a new kernel
-                opt.param_groups[0]["lr"] = 0.02
-            opt.step()
-        results.append((params, opt))
-    (flat, flat_opt), (fused, fused_opt) = results
+    import torch._dynamo
+
+    init, grads = _fixed_gradients([(16, 7), (16,), (3, 3, 2, 2), (1,), (200,)],
+                                   steps=12, seed=7, zero_every=3)
+    no_recompile = torch._dynamo.config.patch(error_on_recompile=True)
+
+    def before_step(i, opt):
+        if i == 1 and opt.param_groups[0]["fused"]:  # compiled by now: a recompile fails
+            no_recompile.__enter__()
+        if i == 6:  # a schedule's change of lr must not need a new kernel
+            opt.param_groups[0]["lr"] = 0.02
+
+    flat, flat_opt = _feed(init, grads, lambda ps: CLASSP(
+        ps, lr=0.05, threshold=threshold, power=power, eps=eps, decay=decay, rule=rule,
+        track_updates=True), before_step)
+    try:
+        fused, fused_opt = _feed(init, grads, lambda ps: CLASSP(
+            ps, lr=0.05, threshold=threshold, power=power, eps=eps, decay=decay, rule=rule,
+            fused=True, track_updates=True), before_step)
+    finally:
+        no_recompile.__exit__(None, None, None)
     assert any(not torch.equal(p, t) for p, t in zip(fused, init))  # it moved
     for a, b in zip(flat, fused):
         if decay or threshold == 0:

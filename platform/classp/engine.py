@@ -88,7 +88,7 @@ def run_settings() -> dict[str, tuple[type, ...]]:
         accepted: list[type] = []
         for member in members:
             if get_origin(member) is tuple:
-                accepted.append(list)  # TOML arrays become tuples (`from_settings`)
+                accepted.append(list)  # a TOML array; the spec reader makes it a tuple
             elif member is float:
                 accepted += [float, int]
             elif member in (int, str, bool):

@@ -478,7 +478,8 @@ def _fused_rule(params, grads, sums, counts, lr, sqrt_threshold, *, eps, power, 
                 masked, maximize):
     """The three rules as the flat path computes them, written so that the compiler can
     fuse them: the same operations in the same order (bit for bit without decay and with a
-    threshold; else up to rounding: an FMA in the flat path, the root, the division)."""
+    threshold; else up to rounding: an FMA in the flat path, the root, the division). The
+    in-place helpers act on temporaries here, which the compiler turns into plain values."""
     alpha = lr if maximize else -lr
     for i in range(len(params)):
         g, s = grads[i], sums[i]
@@ -487,35 +488,24 @@ def _fused_rule(params, grads, sums, counts, lr, sqrt_threshold, *, eps, power, 
             if counts is not None:
                 counts[i].add_((a > 0).to(counts[i].dtype))
             s.add_(a)  # |g| whatever the power, as published
-            factor = _fused_reciprocal(_fused_root(s + eps, power), eps) if decay else None
+            denom = _root_(s + eps, power) if decay else None
         else:
             mask = (a > sqrt_threshold).to(g.dtype)
             if counts is not None:
                 counts[i].add_(mask.to(counts[i].dtype))
             before = s + eps if rule == "equation" and decay else None
-            increment = _fused_power(a, power)
+            increment = _powered_(a, power)  # `a` is not used after this
             # Algorithm 1 adds masked gradients only; equation (1) adds every gradient.
             s.add_(increment * mask if masked and rule == "algorithm" else increment)
-            if not decay:
-                factor = mask if masked else None
-            else:
-                denom = before.sqrt() if rule == "equation" else _fused_root(s + eps, power)
-                factor = _fused_reciprocal(denom, eps) * mask if masked else _fused_reciprocal(denom, eps)
+            denom = (before.sqrt_() if rule == "equation" else _root_(s + eps, power)) if decay else None
+        if denom is None:
+            factor = mask if rule != "reference-code" and masked else None
+        else:
+            _avoid_zero_over_zero(denom, eps)
+            factor = denom.reciprocal()
+            if rule != "reference-code" and masked:
+                factor = factor * mask
         params[i].add_(alpha * g if factor is None else alpha * g * factor)
-
-
-def _fused_power(x, power):
-    return x if power == 1.0 else x * x if power == 2.0 else x.pow(power)
-
-
-def _fused_root(x, power):
-    return x if power == 1.0 else x.sqrt() if power == 2.0 else x.pow(1.0 / power)
-
-
-def _fused_reciprocal(denom, eps):
-    if eps == 0:  # see _avoid_zero_over_zero
-        denom = denom.clamp_min(torch.finfo(denom.dtype).tiny)
-    return denom.reciprocal()
 
 
 _COMPILED_RULE = None
