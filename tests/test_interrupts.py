@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
+from support import subprocess_env
 
 from classp import interrupts
 
@@ -52,3 +55,31 @@ def test_without_a_ctrl_c_check_does_nothing(handler):
     with interrupts.deferred():
         interrupts.check()
     interrupts.check()
+
+
+LOST_IN_A_CALLBACK = """
+import os, signal
+from classp import interrupts
+interrupts.install()
+
+class Noisy:
+    def __del__(self):  # Python ignores exceptions here, as in SQLAlchemy's GC callbacks
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+
+Noisy()
+try:
+    interrupts.check()
+except KeyboardInterrupt:
+    print("raised by check")
+"""
+
+
+def test_a_ctrl_c_lost_in_a_callback_prints_no_traceback():
+    """The command's stderr stays one line: Python's "Exception ignored ... Traceback" for
+    the lost KeyboardInterrupt is not printed, since the next check raises it."""
+    done = subprocess.run([sys.executable, "-c", LOST_IN_A_CALLBACK], capture_output=True,
+                          text=True, timeout=60, env=subprocess_env())
+    assert done.stdout.strip() == "raised by check", done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr

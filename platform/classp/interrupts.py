@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 
 _requested = False
@@ -19,9 +20,23 @@ _deferring = 0
 
 
 def install() -> None:
-    """Use this module's SIGINT handler (the `classp` command does, on start)."""
+    """Use this module's SIGINT handler (the `classp` command does, on start), and keep
+    Python from printing "Exception ignored ... Traceback" for a Ctrl-C it loses in a
+    callback: that one is noted, and the next `check()` raises it."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _on_sigint)
+        if sys.unraisablehook is not _quiet_when_noted:
+            global _previous_hook
+            _previous_hook = sys.unraisablehook
+            sys.unraisablehook = _quiet_when_noted
+
+
+_previous_hook = sys.unraisablehook
+
+
+def _quiet_when_noted(unraisable) -> None:
+    if not (_requested and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+        _previous_hook(unraisable)
 
 
 def _on_sigint(signum, frame) -> None:
