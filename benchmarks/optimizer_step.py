@@ -94,6 +94,20 @@ def time_steps(opt, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def print_rows(samples: dict[str, list[float]], ratios: dict[str, str]) -> None:
+    """One line per row: the median of its rounds, their range, and its ratio to each
+    baseline row (column title -> row name)."""
+    widths = {title: max(16, len(title) + 1) for title in ratios}
+    print(f"{'optimizer':<48} {'ms/step':>9} {'range of rounds':>17}"
+          + "".join(f" {title:>{widths[title]}}" for title in ratios))
+    medians = {name: statistics.median(times) for name, times in samples.items()}
+    for name, times in samples.items():
+        spread = f"{min(times) * 1e3:.3f}-{max(times) * 1e3:.3f}"
+        print(f"{name:<48} {medians[name] * 1e3:>9.3f} {spread:>17}"
+              + "".join(f" {medians[name] / medians[base]:>{widths[title]}.2f}"
+                        for title, base in ratios.items()))
+
+
 def bench_model(label: str, make_model, rounds: int, steps: int, device: torch.device) -> None:
     rows = contenders()
     optimizers = {}
@@ -110,16 +124,10 @@ def bench_model(label: str, make_model, rounds: int, steps: int, device: torch.d
             samples[name].append(time_steps(opt, steps, device))
     n_params = sum(p.numel() for p in make_model().parameters())
     n_tensors = len(list(make_model().parameters()))
-    base = statistics.median(samples["adagrad fused (baseline)"])
-    foreach = statistics.median(samples["adagrad foreach"])
     print(f"\n{label}: {n_params:,} parameters in {n_tensors} tensors, device {device}, "
           f"median of {rounds} rounds x {steps} steps")
-    print(f"{'optimizer':<48} {'ms/step':>9} {'range of rounds':>17} {'x adagrad fused':>16} "
-          f"{'x adagrad foreach':>18}")
-    for name in rows:
-        t = statistics.median(samples[name])
-        spread = f"{min(samples[name]) * 1e3:.3f}-{max(samples[name]) * 1e3:.3f}"
-        print(f"{name:<48} {t * 1e3:>9.3f} {spread:>17} {t / base:>16.2f} {t / foreach:>18.2f}")
+    print_rows(samples, {"x adagrad fused": "adagrad fused (baseline)",
+                         "x adagrad foreach": "adagrad foreach"})
     published = statistics.median(samples["published-style loop p=1"])
     ours = statistics.median(samples["classp algorithm p=1 foreach"])
     print(f"published-style loop / classp algorithm p=1 foreach: {published / ours:.2f}x")
@@ -165,14 +173,9 @@ def bench_in_training(rounds: int, steps: int, device: torch.device, batch: int 
     for _ in range(rounds):
         for name, (model, opt) in runs.items():
             samples[name].append(train(model, opt, steps))
-    base = statistics.median(samples["adagrad fused (baseline)"])
     print(f"\n(c) paper CNN in training: step() timed between backward passes (batch {batch}), "
           f"device {device}, median of {rounds} rounds x {steps} steps")
-    print(f"{'optimizer':<48} {'ms/step':>9} {'range of rounds':>17} {'x adagrad fused':>16}")
-    for name in rows:
-        t = statistics.median(samples[name])
-        spread = f"{min(samples[name]) * 1e3:.3f}-{max(samples[name]) * 1e3:.3f}"
-        print(f"{name:<48} {t * 1e3:>9.3f} {spread:>17} {t / base:>16.2f}")
+    print_rows(samples, {"x adagrad fused": "adagrad fused (baseline)"})
 
 
 FIRST_STEP = """
