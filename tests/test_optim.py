@@ -50,13 +50,14 @@ def oracle(w0, grads, *, lr, threshold, power, eps, decay, rule):
 
 
 def run_classp(w0, grads, *, foreach, **hyper):
+    """Weights, eps + s (what the optimizer keeps) and update counts after `grads`."""
     p = torch.nn.Parameter(torch.tensor(w0, dtype=torch.float32))
     opt = CLASSP([p], foreach=foreach, track_updates=True, **hyper)
     for g in grads:
         p.grad = torch.tensor(g, dtype=torch.float32)
         opt.step()
     state = opt.state[p]
-    return p.detach().numpy(), state["sum"].numpy(), state["update_count"].numpy()
+    return p.detach().numpy(), state["eps_plus_sum"].numpy(), state["update_count"].numpy()
 
 
 def random_problem(seed, n=64, steps=6, scale=1.0):
@@ -82,10 +83,10 @@ def test_each_rule_matches_the_oracle(rule, case, foreach):
     # zlib.crc32, not hash(): a string's hash changes from process to process
     w0, grads = random_problem(seed=zlib.crc32(f"{rule}-{case}".encode()))
     hyper = dict(lr=0.1, eps=1e-3, rule=rule, **case)
-    w, s, n = run_classp(w0, grads, foreach=foreach, **hyper)
+    w, eps_plus_s, n = run_classp(w0, grads, foreach=foreach, **hyper)
     w_ref, s_ref, n_ref = oracle(w0, grads, **hyper)
     np.testing.assert_allclose(w, w_ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(s, s_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(eps_plus_s, hyper["eps"] + s_ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(n, n_ref)
 
 
@@ -120,8 +121,11 @@ def _run(opt_class, w0, grads, groups, dtype, **hyper):
         for p, g in zip(params, step):
             p.grad = torch.tensor(g, dtype=dtype)
         opt.step()
-    return [p.detach().double().numpy() for p in params], [opt.state[p]["sum"].double().numpy()
-                                                           for p in params]
+    # eps + s: ours keeps it; the published loop keeps s
+    accumulators = [opt.state[p]["eps_plus_sum"] if "eps_plus_sum" in opt.state[p]
+                    else hyper["eps"] + opt.state[p]["sum"] for p in params]
+    return ([p.detach().double().numpy() for p in params],
+            [a.double().numpy() for a in accumulators])
 
 
 @pytest.mark.parametrize("groups", [False, True], ids=["one-group", "two-groups"])
@@ -160,8 +164,9 @@ def test_algorithm_threshold_masks_per_weight_and_the_reference_code_per_tensor(
 def test_reference_code_discards_the_power():
     w0 = np.zeros(3, dtype=np.float32)
     grads = [np.array([0.5, -2.0, 3.0], dtype=np.float32)] * 2
-    _, s, _ = run_classp(w0, grads, foreach=False, lr=0.1, power=2.0, rule="reference-code")
-    np.testing.assert_allclose(s, [1.0, 4.0, 6.0])
+    _, eps_plus_s, _ = run_classp(w0, grads, foreach=False, lr=0.1, power=2.0, eps=0.0,
+                                  rule="reference-code")
+    np.testing.assert_allclose(eps_plus_s, [1.0, 4.0, 6.0])
 
 
 @pytest.mark.parametrize("foreach", [False, True])
@@ -244,8 +249,8 @@ def test_foreach_and_single_tensor_paths_agree(rule, power, decay, threshold, fl
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
         assert decay or torch.equal(a, b)
         if power in (1.0, 2.0):
-            assert torch.equal(opt0.state[a]["sum"], opt1.state[b]["sum"])
-        torch.testing.assert_close(opt0.state[a]["sum"], opt1.state[b]["sum"], rtol=1e-6, atol=1e-6)
+            assert torch.equal(opt0.state[a]["eps_plus_sum"], opt1.state[b]["eps_plus_sum"])
+        torch.testing.assert_close(opt0.state[a]["eps_plus_sum"], opt1.state[b]["eps_plus_sum"], rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(opt0.state[a]["update_count"], opt1.state[b]["update_count"])
 
 
@@ -289,7 +294,7 @@ def test_the_fused_path_gives_the_flat_path_s_weights(rule, power, decay, thresh
     assert any(not torch.equal(p, t) for p, t in zip(fused, init))  # it moved
     for a, b in zip(flat, fused):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
-        torch.testing.assert_close(fused_opt.state[b]["sum"], flat_opt.state[a]["sum"],
+        torch.testing.assert_close(fused_opt.state[b]["eps_plus_sum"], flat_opt.state[a]["eps_plus_sum"],
                                    rtol=1e-6, atol=1e-7)
         assert torch.equal(fused_opt.state[b]["update_count"], flat_opt.state[a]["update_count"])
 
@@ -319,7 +324,7 @@ def test_state_dict_round_trip_continues_identically(foreach, tmp_path):
     _train(restored, restored_opt, steps=10, seed=2)
     for a, b in zip(model.parameters(), restored.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-        torch.testing.assert_close(opt.state[a]["sum"], restored_opt.state[b]["sum"], rtol=0, atol=0)
+        torch.testing.assert_close(opt.state[a]["eps_plus_sum"], restored_opt.state[b]["eps_plus_sum"], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("foreach", [False, True])
@@ -331,14 +336,14 @@ def test_state_survives_a_change_of_threshold_and_decay_between_tasks(foreach):
     for g in first:
         p.grad = torch.tensor(g)
         opt.step()
-    sum_tensor = opt.state[p]["sum"]
+    sum_tensor = opt.state[p]["eps_plus_sum"]
     # The paper's switch when the second task starts.
     opt.param_groups[0]["threshold"] = 0.0
     opt.param_groups[0]["decay"] = True
     for g in second:
         p.grad = torch.tensor(g)
         opt.step()
-    assert opt.state[p]["sum"] is sum_tensor  # never re-created
+    assert opt.state[p]["eps_plus_sum"] is sum_tensor  # never re-created
 
     w_mid, s_mid, _ = oracle(w0, first, lr=0.2, threshold=0.5, power=1.0, eps=1e-3,
                              decay=False, rule="algorithm")
@@ -350,7 +355,50 @@ def test_state_survives_a_change_of_threshold_and_decay_between_tasks(foreach):
                 s[i] += abs(gi)
                 w[i] -= 0.2 * gi / (1e-3 + s[i])
     np.testing.assert_allclose(p.detach().numpy(), w, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(opt.state[p]["sum"].numpy(), s, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(opt.state[p]["eps_plus_sum"].numpy(), 1e-3 + np.array(s),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_an_eps_edited_between_tasks_shifts_the_accumulator_once(foreach):
+    w0, grads = random_problem(seed=12, steps=6)
+    p = torch.nn.Parameter(torch.tensor(w0))
+    opt = CLASSP([p], lr=0.2, eps=1e-3, foreach=foreach)
+    for g in grads[:3]:
+        p.grad = torch.tensor(g)
+        opt.step()
+    opt.param_groups[0]["eps"] = 0.5
+    for g in grads[3:]:
+        p.grad = torch.tensor(g)
+        opt.step()
+    # The oracle with eps 1e-3, then 0.5 on the same accumulated s.
+    w, s = [float(x) for x in w0], [0.0] * len(w0)
+    for t, g in enumerate(grads):
+        eps = 1e-3 if t < 3 else 0.5
+        for i, gi in enumerate(map(float, g)):
+            if gi != 0.0:
+                s[i] += abs(gi)
+                w[i] -= 0.2 * gi / (eps + s[i])
+    np.testing.assert_allclose(p.detach().numpy(), w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(opt.state[p]["eps_plus_sum"].numpy(), 0.5 + np.array(s),
+                               rtol=1e-5, atol=1e-6)
+    assert opt.state[p]["eps_in_sum"] == 0.5
+
+
+def test_a_state_dict_saved_with_a_plain_sum_loads_with_eps_added():
+    """Checkpoints written before the accumulator included eps keep s under "sum"."""
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = CLASSP([p], lr=0.1, eps=1e-2)
+    p.grad = torch.tensor([1.0, -2.0, 0.0])
+    opt.step()
+    saved = copy.deepcopy(opt.state_dict())  # its state dicts are the optimizer's own
+    for state in saved["state"].values():  # as the earlier version wrote it
+        state["sum"] = state.pop("eps_plus_sum") - state.pop("eps_in_sum")
+    restored = CLASSP([torch.nn.Parameter(p.detach().clone())], lr=0.1, eps=1e-2)
+    restored.load_state_dict(saved)
+    (state,) = restored.state.values()
+    torch.testing.assert_close(state["eps_plus_sum"], opt.state[p]["eps_plus_sum"])
+    assert state["eps_in_sum"] == 1e-2 and "sum" not in state
 
 
 def test_maximize_climbs():
@@ -451,13 +499,13 @@ def test_foreach_state_is_laid_out_flat_so_the_accumulator_is_updated_in_place(t
     opt = CLASSP(model.parameters(), lr=0.1, foreach=True, track_updates=True)
     _train(model, opt, steps=2, seed=0)
     params = list(model.parameters())
-    for key in ("sum", "update_count"):
+    for key in ("eps_plus_sum", "update_count"):
         _, is_view = _as_flat([opt.state[p][key] for p in params])
         assert is_view, key
     torch.save(opt.state_dict(), tmp_path / "opt.pt")
     fresh = CLASSP(model.parameters(), lr=0.1, foreach=True, track_updates=True)
     fresh.load_state_dict(torch.load(tmp_path / "opt.pt"))
-    _, is_view = _as_flat([fresh.state[p]["sum"] for p in params])
+    _, is_view = _as_flat([fresh.state[p]["eps_plus_sum"] for p in params])
     assert is_view
 
 
@@ -476,7 +524,7 @@ def test_parameters_that_skip_a_step_agree_between_paths():
         results.append((params, opt))
     for a, b in zip(results[0][0], results[1][0]):
         torch.testing.assert_close(a, b)
-        torch.testing.assert_close(results[0][1].state[a]["sum"], results[1][1].state[b]["sum"])
+        torch.testing.assert_close(results[0][1].state[a]["eps_plus_sum"], results[1][1].state[b]["eps_plus_sum"])
         torch.testing.assert_close(results[0][1].state[a]["update_count"],
                                    results[1][1].state[b]["update_count"])
 

@@ -84,6 +84,14 @@ class CLASSP(Optimizer):
     tasks (the paper switches ``threshold`` and ``decay`` when its second task
     starts); the accumulated ``s`` is kept.
 
+    State: ``state[p]["eps_plus_sum"]`` holds :math:`\epsilon + s`, the accumulator with
+    ``eps`` already added: it starts at ``eps`` (as Adagrad's starts at
+    ``initial_accumulator_value``), so that no step spends a pass over the weights adding
+    ``eps`` to the divisor. ``state[p]["eps_in_sum"]`` is the ``eps`` it includes; when a
+    group's ``eps`` is edited, the next step shifts the accumulator by the difference,
+    once. Subtract ``eps`` to read :math:`s`. A ``state_dict`` (or pickle) saved with a plain
+    ``"sum"`` (s, by earlier versions) is converted on loading.
+
     Args:
         params: parameters or parameter groups.
         lr: learning rate (>= 0).
@@ -163,9 +171,20 @@ class CLASSP(Optimizer):
             group.setdefault("maximize", False)
             group.setdefault("decay", True)
             group.setdefault("rule", "algorithm")
+        self._adopt_plain_sums()
+
+    def _adopt_plain_sums(self) -> None:
+        """State saved before the accumulator included eps keeps s under "sum"."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p, {})
+                if "sum" in state:
+                    state["eps_plus_sum"] = state.pop("sum") + group["eps"]
+                    state["eps_in_sum"] = group["eps"]
 
     def _init_group(self, group, params, grads, sums, counts) -> None:
         new_state = False
+        eps = group["eps"]
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -174,25 +193,32 @@ class CLASSP(Optimizer):
             if torch.is_complex(p):
                 raise RuntimeError("CLASSP does not support complex parameters")
             state = self.state[p]
-            if "sum" not in state or (self.track_updates and "update_count" not in state):
+            if "eps_plus_sum" not in state:
                 new_state = True
-                state.setdefault("sum", torch.zeros_like(p, memory_format=torch.contiguous_format))
-                if self.track_updates:
-                    count_dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
-                    state.setdefault("update_count", torch.zeros_like(p, dtype=count_dtype))
+                # s = 0: the accumulator starts at eps (see "State" in the class docstring).
+                state["eps_plus_sum"] = torch.full_like(
+                    p, eps, memory_format=torch.contiguous_format)
+                state["eps_in_sum"] = eps
+            elif state["eps_in_sum"] != eps:  # eps was edited between tasks: shift once
+                state["eps_plus_sum"].add_(eps - state["eps_in_sum"])
+                state["eps_in_sum"] = eps
+            if self.track_updates and "update_count" not in state:
+                new_state = True
+                count_dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
+                state["update_count"] = torch.zeros_like(p, dtype=count_dtype)
             params.append(p)
             grads.append(p.grad)
         if new_state:
             self._lay_out_state_flat(params)
         for p in params:
-            sums.append(self.state[p]["sum"])
+            sums.append(self.state[p]["eps_plus_sum"])
             if self.track_updates:
                 counts.append(self.state[p]["update_count"])
 
     def _lay_out_state_flat(self, params: list[Tensor]) -> None:
         """Make each state kind consecutive views of one flat buffer (see the multi-tensor
         path). Values are kept; only their memory moves."""
-        keys = ["sum"] + (["update_count"] if self.track_updates else [])
+        keys = ["eps_plus_sum"] + (["update_count"] if self.track_updates else [])
         for key in keys:
             views = lay_out_flat([self.state[p][key] for p in params])
             for p, view in zip(params, views):
@@ -201,8 +227,9 @@ class CLASSP(Optimizer):
     def load_state_dict(self, state_dict) -> None:
         super().load_state_dict(state_dict)
         self._workspace.clear()
+        self._adopt_plain_sums()
         for group in self.param_groups:
-            params = [p for p in group["params"] if "sum" in self.state.get(p, {})]
+            params = [p for p in group["params"] if "eps_plus_sum" in self.state.get(p, {})]
             if params and (not self.track_updates
                            or all("update_count" in self.state[p] for p in params)):
                 self._lay_out_state_flat(params)
@@ -260,10 +287,9 @@ class CLASSP(Optimizer):
         }
 
     def accumulator_bytes(self) -> int:
-        """Bytes of state CLASSP keeps across tasks: the accumulator ``s``."""
-        return sum(
-            s["sum"].numel() * s["sum"].element_size() for s in self.state.values() if "sum" in s
-        )
+        """Bytes of state CLASSP keeps across tasks: the accumulator (``eps + s``)."""
+        return sum(s["eps_plus_sum"].numel() * s["eps_plus_sum"].element_size()
+                   for s in self.state.values() if "eps_plus_sum" in s)
 
 
 def classp(
@@ -285,7 +311,9 @@ def classp(
 ) -> None:
     """Functional CLASSP: update ``params`` and ``sums`` (and ``counts``) in place.
 
-    ``workspace`` (multi-tensor path only) keeps scratch memory between calls."""
+    ``sums`` hold ``eps + s``, the accumulator with eps already added (start them at
+    ``eps``; see "State" in :class:`CLASSP`). ``workspace`` (multi-tensor path only) keeps
+    scratch memory between calls."""
     if rule not in RULES:
         raise ValueError(f"Invalid rule: {rule!r}; allowed: {', '.join(RULES)}")
     if foreach is None:
@@ -320,22 +348,23 @@ def _default_foreach(params: list[Tensor]) -> bool:
 def _single_tensor_classp(
     params, grads, sums, counts, *, lr, threshold, power, eps, decay, rule, maximize
 ) -> None:
-    for i, (param, grad, s) in enumerate(zip(params, grads, sums)):
+    # Each of `sums` holds eps + s: where the paper divides by (eps + s), this divides by it.
+    for i, (param, grad, eps_plus_s) in enumerate(zip(params, grads, sums)):
         g = -grad if maximize else grad
         if rule == "algorithm":
             mask = g.abs() > math.sqrt(threshold)  # per weight: g^2 > threshold
-            s.add_(torch.where(mask, _powered_(g.abs(), power), 0))
-            step = g / _root_(s + eps, power) if decay else g
+            eps_plus_s.add_(torch.where(mask, _powered_(g.abs(), power), 0))
+            step = g / _root_(eps_plus_s.clone(), power) if decay else g
         elif rule == "equation":
             mask = g.abs() > math.sqrt(threshold)  # per weight: g^2 > threshold
-            step = g / (s + eps).sqrt() if decay else g  # past gradients only, square root
-            s.add_(_powered_(g.abs(), power))  # every gradient counts, masked or not
+            step = g / eps_plus_s.sqrt() if decay else g  # past gradients only, square root
+            eps_plus_s.add_(_powered_(g.abs(), power))  # every gradient counts, masked or not
         else:  # "reference-code"
             # `(grad**2).any() > threshold`: a 0-d bool compared with a float. Kept as a
             # tensor (no `if`) so that nothing synchronises with the host.
             mask = (g * g).any() > threshold  # per tensor
-            s.add_(torch.where(mask, g.abs(), 0))  # |g|, the power is discarded
-            step = g / _root_(s + eps, power) if decay else g
+            eps_plus_s.add_(torch.where(mask, g.abs(), 0))  # |g|, the power is discarded
+            step = g / _root_(eps_plus_s.clone(), power) if decay else g
         param.sub_(torch.where(mask, step, 0), alpha=lr)
         if counts is not None:  # the weights this step moved
             counts[i].add_(mask & (g != 0))
@@ -379,7 +408,8 @@ def _multi_tensor_classp(
         # Two scratch buffers, and a third for the comparison when counting.
         a, b, *c = workspace.buffers(device_params, 2 if flat_count is None else 3)
         moved = c[0].flat if c else None
-        flat = _Flat(device_params, device_grads, a, b, moved, flat_sum, flat_count)
+        sum_views = device_sums if sum_is_view else _unflatten_dense_tensors(flat_sum, device_sums)
+        flat = _Flat(device_params, device_grads, a, b, moved, flat_sum, sum_views, flat_count)
         # w <- w - lr * step; maximising flips the sign of g, and only its sign matters.
         _FLAT_RULES[rule](flat, threshold=threshold, power=power, eps=eps, decay=decay,
                           alpha=lr if maximize else -lr)
@@ -398,7 +428,8 @@ class _Buffer(NamedTuple):
 
 class _Flat(NamedTuple):
     """One device and dtype: the parameters and gradients (the caller's tensors, never
-    written), two scratch buffers, the flat accumulator ``s``, and when counting, a flat
+    written), two scratch buffers, the flat accumulator (eps + s, see "State" in
+    :class:`CLASSP`) and its views shaped like the parameters, and when counting, a flat
     scratch buffer for the weights that moved (1.0 or 0.0) and the flat update counts."""
 
     params: list[Tensor]
@@ -407,6 +438,7 @@ class _Flat(NamedTuple):
     b: _Buffer
     moved: Tensor | None
     s: Tensor
+    s_views: list[Tensor]
     count: Tensor | None
 
 
@@ -427,14 +459,14 @@ def _flat_algorithm(f: _Flat, *, threshold, power, eps, decay, alpha):
         _write(magnitude, f.grads, torch.abs)
     _accumulate(f, magnitude.flat, power, moved_above=0.0)  # moved: passed the mask, g != 0
     if decay:
-        _move(f, numerators, _divisors(f.s, eps, power, out=magnitude), alpha)
+        _move(f, numerators, _divisors(f, eps, power, out=magnitude), alpha)
 
 
 def _flat_equation(f: _Flat, *, threshold, power, eps, decay, alpha):
     """Equation (1): the step divides by sqrt(eps + s) of past gradients only, whatever the
     power; every gradient counts towards s, masked or not."""
     sqrt_threshold = math.sqrt(threshold)
-    divisors = _divisors(f.s, eps, 2.0, out=f.b) if decay else None  # before s changes
+    divisors = _divisors(f, eps, 2.0, out=f.b) if decay else None  # before s changes
     _write(f.a, f.grads, torch.abs)
     _accumulate(f, f.a.flat, power, moved_above=sqrt_threshold)  # |g| > sqrt(threshold)
     if threshold > 0:
@@ -449,7 +481,7 @@ def _flat_reference_code(f: _Flat, *, threshold, power, eps, decay, alpha):
     with g != 0."""
     _write(f.a, f.grads, torch.abs)
     _accumulate(f, f.a.flat, 1.0, moved_above=0.0)  # |g| whatever the power
-    _move(f, f.grads, _divisors(f.s, eps, power, out=f.a) if decay else None, alpha)
+    _move(f, f.grads, _divisors(f, eps, power, out=f.a) if decay else None, alpha)
 
 
 _FLAT_RULES = {"algorithm": _flat_algorithm, "equation": _flat_equation,
@@ -490,9 +522,13 @@ def _accumulate(f: _Flat, magnitude: Tensor, power: float, moved_above: float) -
         f.count.add_(magnitude.gt_(0.0))
 
 
-def _divisors(s: Tensor, eps: float, power: float, out: _Buffer) -> list[Tensor]:
-    """(eps + s)^(1/p) written into `out`; its views, shaped like the parameters."""
-    _avoid_zero_over_zero(_root_(torch.add(s, eps, out=out.flat), power), eps)
+def _divisors(f: _Flat, eps: float, power: float, out: _Buffer) -> list[Tensor]:
+    """(eps + s)^(1/p), shaped like the parameters. For p = 1 that is the accumulator
+    itself, which holds eps + s: no pass. Otherwise, or with eps = 0 (where the 0/0 guard
+    must not write to the accumulator), written into `out`."""
+    if power == 1.0 and eps > 0:
+        return f.s_views
+    _avoid_zero_over_zero(_root_into(f.s, power, out.flat), eps)
     return out.views
 
 
@@ -520,22 +556,22 @@ def _fused_rule(params, grads, sums, counts, lr, sqrt_threshold, *, eps, power, 
     into plain values."""
     alpha = lr if maximize else -lr
     for i in range(len(params)):
-        g, s = grads[i], sums[i]
+        g, eps_plus_s = grads[i], sums[i]
         a = g.abs()
         if rule == "reference-code":
             if counts is not None:
                 counts[i].add_((a > 0).to(counts[i].dtype))
-            s.add_(a)  # |g| whatever the power, as published
-            h, divisor = g, (_root_(s + eps, power) if decay else None)
+            eps_plus_s.add_(a)  # |g| whatever the power, as published
+            h, divisor = g, (_root_(eps_plus_s.clone(), power) if decay else None)
         else:
             mask = a > sqrt_threshold
             h = torch.where(mask, g, 0.0) if masked else g  # hardshrink in the flat path
             if counts is not None:
                 counts[i].add_((mask & (g != 0)).to(counts[i].dtype))
-            before = s + eps if rule == "equation" and decay else None
+            before = eps_plus_s.sqrt() if rule == "equation" and decay else None
             # Algorithm 1 adds masked gradients only; equation (1) adds every gradient.
-            s.add_(_powered_(h.abs() if rule == "algorithm" else a, power))
-            divisor = (before.sqrt_() if rule == "equation" else _root_(s + eps, power)) if decay else None
+            eps_plus_s.add_(_powered_(h.abs() if rule == "algorithm" else a, power))
+            divisor = (before if rule == "equation" else _root_(eps_plus_s.clone(), power)) if decay else None
         if divisor is None:
             params[i].add_(alpha * h)
         else:
@@ -600,6 +636,15 @@ def _powered_(x: Tensor, power: float) -> Tensor:
     if power == 2.0:
         return x.mul_(x)
     return x.pow_(power)
+
+
+def _root_into(x: Tensor, power: float, out: Tensor) -> Tensor:
+    """out <- x ** (1 / power), one pass."""
+    if power == 1.0:
+        return out.copy_(x)
+    if power == 2.0:
+        return torch.sqrt(x, out=out)
+    return torch.pow(x, 1.0 / power, out=out)
 
 
 def _root_(x: Tensor, power: float) -> Tensor:

@@ -47,7 +47,7 @@ def test_classp_state_is_not_reset_between_tasks(digits):
     def grab(event):
         p = next(iter(event.model.parameters()))
         state = event.optimizer.state[p]
-        return state["sum"], state["sum"].clone(), dict(event.optimizer.param_groups[0])
+        return state["eps_plus_sum"], state["eps_plus_sum"].clone(), dict(event.optimizer.param_groups[0])
 
     rec = Recorder(grab)
     run(_config("classp", lr=0.05, threshold=1e-6, schedule="paper"), [rec], sequence=digits)
