@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from support import subprocess_env
 
 from classp import interrupts
+from support import subprocess_env
 
 
 @pytest.fixture
