@@ -10,7 +10,6 @@ the rerun's own 95% intervals, and the same verdict."""
 
 from __future__ import annotations
 
-import math
 import platform
 import re
 import sys
@@ -19,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from scipy import stats
 
+from classp.stats import t_interval_of
 from support import REPO, run_classp
 
 README = REPO / "README.md"
@@ -63,11 +62,11 @@ def intervals(block: str) -> list[tuple[float, float, float]]:
     """(value, low, high) for every mean the confirm block prints: its printed 95% interval
     where it has one, else the t-interval of a mean ± std over the block's n seeds."""
     n = int(re.search(r"n=(\d+)", block).group(1))
-    half = stats.t.ppf(0.975, n - 1) / math.sqrt(n)
     found = []
     for mean, std, low, high in CELL.findall(block):
-        m, s = float(mean), float(std)
-        found.append((m, float(low), float(high)) if low else (m, m - half * s, m + half * s))
+        m = float(mean)
+        found.append((m, float(low), float(high)) if low
+                     else (m, *t_interval_of(m, float(std), n)))
     found += [tuple(map(float, groups)) for groups in PAIRED.findall(block)]
     return found
 

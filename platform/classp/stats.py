@@ -71,15 +71,22 @@ def _clean(values: Sequence[float]) -> np.ndarray:
 
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Student's t interval of the mean."""
-    from scipy import stats
-
     x = _clean(values)
     if len(x) < 2:
         return math.nan, math.nan
-    mean, sem = float(x.mean()), float(x.std(ddof=1)) / math.sqrt(len(x))
+    return t_interval_of(float(x.mean()), float(x.std(ddof=1)), len(x), confidence)
+
+
+def t_interval_of(mean: float, std: float, n: int,
+                  confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Student's t interval of a mean, from the mean, standard deviation (ddof=1) and size
+    of its sample (as a printed "mean ± std, n" gives them)."""
+    from scipy import stats
+
+    sem = std / math.sqrt(n)
     if sem == 0.0:
         return mean, mean
-    q = float(stats.t.ppf(0.5 + confidence / 2, df=len(x) - 1))
+    q = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1))
     return mean - q * sem, mean + q * sem
 
 
