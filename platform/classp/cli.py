@@ -14,6 +14,7 @@ from typing import Any
 
 from classp import interrupts
 from classp.errors import UserError
+from classp.tomlfile import read_spec
 
 EXIT_USAGE = 2
 EXAMPLES = """examples:
@@ -53,10 +54,13 @@ METHOD_FLAGS = {  # flag -> (type, help); unset flags keep the method's defaults
     "rule": (str, "CLASSP: algorithm (default), equation or reference-code"),
     "schedule": (str, "CLASSP: constant (default), paper or published phase switch"),
     "ewc_lambda": (float, "EWC: penalty weight (>= 0; default 100)"),
-    "fisher": (str, "EWC: sample (default) or batch Fisher"),
+    "fisher": (str, "EWC: sample (default: empirical), exact, predicted or batch Fisher"),
     "mode": (str, "EWC: separate (default) or online"),
     "gamma": (float, "EWC online: decay of the old Fisher (default 1)"),
     "c": (float, "SI: penalty weight (>= 0; default 0.1)"),
+    "l2_lambda": (float, "L2: penalty weight (>= 0; default 1)"),
+    "mas_lambda": (float, "MAS: penalty weight (>= 0; default 1)"),
+    "optimizer": (str, "EWC, SI, L2, MAS, joint: sgd (default), adam or adagrad"),
     "momentum": (float, "SGD: momentum (>= 0; default 0)"),
 }
 
@@ -87,9 +91,16 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="number of tasks of a permuted sequence (>= 1; default: the sequence's)")
     p.add_argument("--eval-train", action=argparse.BooleanOptionalAction, default=None,
                    help="also evaluate on the training sets (the paper's protocol does)")
-    p.add_argument("--protocol", default="study", choices=("study", "paper"),
+    p.add_argument("--protocol", default="study",
+                   choices=("study", "paper", "hsu2018", "vandeven2022"),
                    help="study (default): validation carved out, eval-mode evaluation; paper "
-                        "(mnist-fmnist, fpb-imdb): what the published scripts did")
+                        "(mnist-fmnist, fpb-imdb): what the published scripts did; hsu2018 "
+                        "(split-mnist), vandeven2022 (split-mnist, permuted-mnist): the "
+                        "field's reference protocols (docs/protocols.md)")
+    p.add_argument("--scenario", default=None, choices=("task", "domain", "class"),
+                   help="split sequences: task- (a head per task), domain- (one shared head) "
+                        "or class-incremental (default: class; permuted sequences are "
+                        "domain-incremental by construction)")
     p.add_argument("--loss-targets", type=float, nargs="+", default=None, metavar="LOSS",
                    help="train each task in passes until the last batch's loss is below this "
                         "(one, or one per task); --epochs then caps the passes")
@@ -124,7 +135,8 @@ def _cmd_run(args) -> int:
         data_dir=args.data_dir, download=args.download, subsample=args.subsample,
         num_tasks=args.num_tasks, eval_train=args.eval_train, protocol=args.protocol,
         loss_targets=tuple(args.loss_targets) if args.loss_targets else None,
-        imdb_labels=args.imdb_labels, progress=not args.no_progress and sys.stderr.isatty(),
+        imdb_labels=args.imdb_labels, scenario=args.scenario,
+        progress=not args.no_progress and sys.stderr.isatty(),
         step_mode=args.step_mode,
     )
     _check_names(config)
@@ -229,7 +241,14 @@ def _cmd_dashboard(args) -> int:
 
 def _cmd_reproduce(args) -> int:
     from classp.reproduce import load_reproduce_spec, reproduce, table_from_logs
+    from classp.scenario_tables import is_scenario_table
 
+    top = read_spec(args.spec, "reproduce spec", "studies/paper-table1.toml")
+    if is_scenario_table(top):  # a field's table: rows x scenarios
+        return _reproduce_scenario_table(args, top)
+    if args.scenarios:
+        raise UserError(f"--scenarios is for the field's tables (rows x scenarios, such as "
+                        f"studies/hsu2018-split-mnist.toml); {args.spec} has no scenarios")
     spec = load_reproduce_spec(args.spec)
     if args.from_logs:
         table_from_logs(spec, [Path(p) for p in args.from_logs])
@@ -237,6 +256,29 @@ def _cmd_reproduce(args) -> int:
     reproduce(spec, seeds=args.seeds, subsample=args.subsample,
               data_dir=Path(args.data_dir) if args.data_dir else None, download=args.download,
               tracking_uri=args.tracking_uri, device=args.device, rows=args.rows, rules=args.rules)
+    return 0
+
+
+def _reproduce_scenario_table(args, top) -> int:
+    from classp.reproduce import select_rows
+    from classp.scenario_tables import (
+        load_scenario_table_spec,
+        reproduce_scenarios,
+        scenario_table_from_logs,
+    )
+
+    spec = load_scenario_table_spec(top)
+    if args.rules:
+        raise UserError("--rules is for the CLASSP paper's tables, whose CLASSP rows run under "
+                        "both rules; this table has no such rows")
+    if args.from_logs:
+        scenario_table_from_logs(spec, [Path(p) for p in args.from_logs])
+        return 0
+    reproduce_scenarios(spec, seeds=args.seeds, subsample=args.subsample,
+                        data_dir=Path(args.data_dir) if args.data_dir else None,
+                        download=args.download, tracking_uri=args.tracking_uri,
+                        device=args.device, rows=select_rows(spec, args.rows),
+                        scenarios=args.scenarios)
     return 0
 
 
@@ -306,8 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_dash.add_argument("--out", default=None, help="HTML file to write (default: <name>.html)")
     p_dash.set_defaults(func=_cmd_dashboard)
 
-    p_rep = sub.add_parser("reproduce", help="rerun the paper's tables beside its numbers")
-    p_rep.add_argument("spec", help="e.g. studies/paper-table1.toml")
+    p_rep = sub.add_parser("reproduce", help="rerun a published table beside its numbers (the "
+                                             "paper's, or the field's reference tables)")
+    p_rep.add_argument("spec", help="e.g. studies/paper-table1.toml or studies/hsu2018-split-mnist.toml")
     p_rep.add_argument("--seeds", type=int, default=None, help="seeds per row (default: the spec's)")
     p_rep.add_argument("--subsample", type=float, default=1.0,
                        help="keep this fraction of every split (said in the table's title)")
@@ -319,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep.add_argument("--rules", default=None, metavar="RULE,RULE",
                        help="CLASSP rows: reference-code (as published), algorithm (as "
                             "specified), or both (default)")
+    p_rep.add_argument("--scenarios", default=None, metavar="S,S",
+                       help="tables of scenarios: only these (task, domain, class; default: "
+                            "the spec's)")
     p_rep.add_argument("--tracking-uri", default=None,
                        help="MLflow tracking URI (default sqlite:///.classp/mlflow.db)")
     p_rep.add_argument("--device", default="auto",

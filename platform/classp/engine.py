@@ -16,7 +16,7 @@ from typing import Any, Protocol, Union, get_args, get_origin, get_type_hints
 
 import torch
 
-from classp import interrupts, metrics
+from classp import interrupts, metrics, scenarios
 from classp.data import DataOptions, Task, TaskSequence, check_data_options, load_sequence
 from classp.data.base import Split
 from classp.errors import UserError
@@ -61,6 +61,9 @@ class RunConfig:
     # protocol has targets), else a fixed number of epochs.
     loss_targets: tuple[float, ...] | None = None
     imdb_labels: str = "corrected"  # or "published": IMDB pos -> FPB's neutral
+    # Split sequences: "task", "domain" or "class" incremental (classp.scenarios); None:
+    # the sequence's own (class for split sequences; the others are domain-incremental).
+    scenario: str | None = None
     # "auto": training steps replayed from CUDA graphs on a GPU, eager on a CPU (see
     # classp.stepping); "eager" or "graphed" to choose.
     step_mode: str = "auto"
@@ -234,7 +237,8 @@ def resolved_settings(config: RunConfig, sequence: TaskSequence) -> dict[str, An
                epochs=epochs_per_task(config, sequence),
                shuffle=protocol.shuffle if config.shuffle is None else config.shuffle,
                eval_train=protocol.eval_train if config.eval_train is None else config.eval_train,
-               num_tasks=len(sequence.tasks))
+               num_tasks=len(sequence.tasks), scenario=sequence.scenario,
+               iterations=list(protocol.iterations) if protocol.iterations else None)
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -243,7 +247,7 @@ def data_options(config: RunConfig) -> DataOptions:
     return DataOptions(data_dir=Path(config.data_dir) if config.data_dir else None,
                        download=config.download, subsample=config.subsample,
                        num_tasks=config.num_tasks, protocol=config.protocol,
-                       imdb_labels=config.imdb_labels)
+                       imdb_labels=config.imdb_labels, scenario=config.scenario)
 
 
 def loss_targets(config: RunConfig, sequence: TaskSequence) -> tuple[float, ...] | None:
@@ -303,14 +307,21 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
     # A split no task has (the paper protocol carves no validation) is not evaluated.
     splits = [s for s in splits if any(len(t.split(s)) for t in sequence.tasks)]
     train_mode_splits = {"train"} if sequence.protocol.train_eval_mode == "train" else set()
+    iterations = sequence.protocol.iterations
 
     def evaluate_all(s: str) -> list[float]:
-        return [evaluate(model, t.split(s), config.eval_batch_size, s in train_mode_splits)
-                for t in tasks]
+        accuracies = []
+        for j, t in enumerate(tasks):
+            scenarios.for_evaluation(heads, sequence, j)  # task j's head; every output
+            accuracies.append(evaluate(model, t.split(s), config.eval_batch_size,
+                                       s in train_mode_splits))
+        return accuracies
 
     # 2. Model and method, seeded: the same config gives the same run on a CPU.
     torch.manual_seed(config.seed)
-    model = build_model(config.model or sequence.protocol.model, sequence.input).to(device)
+    model = build_model(config.model or sequence.protocol.model, sequence.input)
+    heads = scenarios.install(model, sequence)  # a head per task, or active outputs
+    model = model.to(device)
     if _has_convolutions(model):
         # Channels-last convolutions are about 20% faster here (oneDNN on a CPU, cuDNN on
         # a GPU); the weights and the arithmetic are the same.
@@ -332,30 +343,45 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
 
     status, diverged_at, step = "finished", None, 0
     progress = _progress_bar(config, sum(
-        e * math.ceil(_train_size(tasks, k, method) / batch_size) for k, e in enumerate(epochs)))
+        iterations[k] if iterations else e * math.ceil(_train_size(tasks, k, method) / batch_size)
+        for k, e in enumerate(epochs)))
     sums = RunningSums(device)
-    steps = build_steps(config.step_mode, StepBody(model, method, optimizer, updates, sums),
+    # Joint training with a head per task picks heads per sample, set batch by batch from
+    # the host: a captured graph would keep the first batch's choice, so it runs eagerly.
+    step_mode = "eager" if method.joint and sequence.scenario == "task" else config.step_mode
+    steps = build_steps(step_mode, StepBody(model, method, optimizer, updates, sums),
                         device, batch_size)
     window = _Window(sums, observers, optimizer, model, progress, updates)
     with interrupts.deferred():  # a Ctrl-C is raised at the next step boundary (below)
         try:
             for k, task in enumerate(tasks):
                 # 4. Train task k (with the union of tasks so far for joint training).
+                scenarios.for_training(heads, sequence, k)  # its head, the classes seen so far
                 method.begin_task(k, model, optimizer)
                 steps.reset()  # methods replace tensors between tasks: no graph outlives a task
                 task_start_step = step
                 train = _joint_split(tasks[: k + 1]) if method.joint else task.train
-                every = report_every(config.log_every, epochs[k] * math.ceil(len(train) / batch_size))
+                # Joint training mixes tasks in a batch: with a head per task, each sample's own.
+                per_sample_heads = heads is not None and train.task_ids is not None \
+                    and sequence.scenario == "task"
+                passes, last_step = epochs[k], None
+                if iterations:  # whole shuffled passes until the task's step count is reached
+                    passes = math.ceil(iterations[k] / math.ceil(len(train) / batch_size))
+                    last_step = step + iterations[k]
+                every = report_every(config.log_every, iterations[k] if iterations
+                                     else passes * math.ceil(len(train) / batch_size))
                 model.train()
-                for epoch in range(epochs[k]):
+                for epoch in range(passes):
                     order = (torch.randperm(len(train), generator=shuffler).to(device)
                              if shuffle else None)
                     for start in range(0, len(train), batch_size):
-                        if order is None:
-                            x, y = train.x[start:start + batch_size], train.y[start:start + batch_size]
-                        else:
-                            index = order[start:start + batch_size]
-                            x, y = train.x[index], train.y[index]
+                        if step == last_step:
+                            break
+                        index = slice(start, start + batch_size) if order is None \
+                            else order[start:start + batch_size]
+                        x, y = train.x[index], train.y[index]
+                        if per_sample_heads:
+                            heads.sample_tasks = train.task_ids[index]
                         interrupts.check()
                         step += 1
                         loss = steps.step(x, y)  # forward, backward, optimizer, sums: no host sync
@@ -370,8 +396,9 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
                 if window.steps:
                     window.close(step, k, epoch)
 
-                # 5. The method's end of task (EWC's Fisher, SI's importance), then evaluate every
-                #    task: row k+1 of R.
+                # 5. The method's end of task (EWC's Fisher, SI's importance) with the task's
+                #    head, then evaluate every task: row k+1 of R.
+                scenarios.for_training(heads, sequence, k)
                 method.end_task(k, model, task.train.x, task.train.y)
                 row = {s: evaluate_all(s) for s in splits}
                 for s in splits:
@@ -446,14 +473,16 @@ def _channels_last(sequence: TaskSequence) -> TaskSequence:
     def convert(split: Split) -> Split:
         if split.x.dim() != 4:
             return split
-        return Split(split.x.contiguous(memory_format=torch.channels_last), split.y)
+        return Split(split.x.contiguous(memory_format=torch.channels_last), split.y, split.task_ids)
 
-    tasks = [Task(t.name, convert(t.train), convert(t.val), convert(t.test)) for t in sequence.tasks]
-    return TaskSequence(sequence.name, tasks, sequence.input, sequence.protocol, sequence.notes)
+    return sequence.with_tasks([t.with_splits(convert) for t in sequence.tasks])
 
 
 def _joint_split(tasks: list[Task]) -> Split:
-    return Split(torch.cat([t.train.x for t in tasks]), torch.cat([t.train.y for t in tasks]))
+    """The union of the tasks' training sets, each sample marked with its task."""
+    ids = torch.cat([torch.full((len(t.train),), k, dtype=torch.long, device=t.train.y.device)
+                     for k, t in enumerate(tasks)])
+    return Split(torch.cat([t.train.x for t in tasks]), torch.cat([t.train.y for t in tasks]), ids)
 
 
 def _train_size(tasks: list[Task], k: int, method: Method) -> int:

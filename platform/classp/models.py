@@ -22,8 +22,9 @@ class InputShape:
 
     kind: str  # "image" or "tokens"
     shape: tuple[int, ...]  # (C, H, W) for images, (sequence length,) for tokens
-    num_classes: int
+    num_classes: int  # output units (of each head)
     vocab_size: int = 0
+    heads: int = 1  # task-incremental: one head per task (classp.scenarios)
 
 
 class PaperCNN(nn.Module):
@@ -146,13 +147,16 @@ def _published_transformer(inp: InputShape) -> nn.Module:
     return PublishedTransformer(inp.vocab_size, inp.num_classes)
 
 
-def _mlp(inp: InputShape) -> nn.Module:
-    if inp.kind != "image":
-        raise UserError("model 'mlp' takes images; use 'paper-transformer' for text")
-    in_features = 1
-    for d in inp.shape:
-        in_features *= d
-    return MLP(in_features, inp.num_classes)
+def _mlp(hidden: tuple[int, ...], name: str) -> Callable[[InputShape], nn.Module]:
+    def build(inp: InputShape) -> nn.Module:
+        if inp.kind != "image":
+            raise UserError(f"model {name!r} takes images; use 'paper-transformer' for text")
+        in_features = 1
+        for d in inp.shape:
+            in_features *= d
+        return MLP(in_features, inp.num_classes, hidden)
+
+    return build
 
 
 MODELS: dict[str, Callable[[InputShape], nn.Module]] = {
@@ -160,7 +164,11 @@ MODELS: dict[str, Callable[[InputShape], nn.Module]] = {
     "paper-transformer": _paper_transformer,
     "paper-cnn-published": _published_cnn,
     "paper-transformer-published": _published_transformer,
-    "mlp": _mlp,
+    "mlp": _mlp((256, 256), "mlp"),
+    # the reference protocols' networks: Hsu et al. and van de Ven et al. (split MNIST),
+    # van de Ven et al. (permuted MNIST)
+    "mlp-400": _mlp((400, 400), "mlp-400"),
+    "mlp-1000": _mlp((1000, 1000), "mlp-1000"),
 }
 
 

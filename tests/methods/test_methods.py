@@ -13,6 +13,7 @@ from classp.engine import RunConfig, run
 from classp.errors import UserError
 from classp.methods import build_method
 from classp.methods.ewc import EWC
+from classp.scenarios import OutputHeads
 
 
 class Recorder:
@@ -113,8 +114,13 @@ class EWCWatcher:
 
 def _independent_sample_fisher(model, x, y):
     """Mean over samples of each sample's squared gradient, one sample at a time, in eval
-    mode: written from the definition, sharing no code with classp.methods.ewc."""
+    mode: written from the definition, sharing no code with classp.methods.ewc. Split
+    digits is class-incremental: as at its task's end, the outputs of classes not seen yet
+    are masked (the copy was taken after evaluation, which reads every output)."""
     model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if isinstance(module, OutputHeads):
+            module.masked = True
     params = list(model.parameters())
     total = [torch.zeros_like(p) for p in params]
     for i in range(len(y)):
@@ -229,7 +235,10 @@ def test_joint_training_sees_every_task_so_far(digits):
     ("sgd", {"threshold": 0.5}, "method 'sgd' has no parameter 'threshold'"),
     ("classp", {"schedule": "weekly"}, "unknown CLASSP schedule 'weekly'"),
     ("classp", {"power": 0}, "Invalid power: 0"),
-    ("ewc", {"fisher": "exact"}, "unknown EWC fisher 'exact'"),
+    ("ewc", {"fisher": "fishy"}, "unknown EWC fisher 'fishy'"),
+    ("l2", {"optimizer": "lbfgs"}, "method 'l2': unknown optimizer 'lbfgs'"),
+    ("mas", {"estimate": "guess"}, "method 'mas': unknown estimate 'guess'"),
+    ("mas", {"mas_lambda": -1}, "mas_lambda must be >= 0"),
     ("sgd", {"lr": -1}, "lr must be a positive number"),
 ])
 def test_bad_method_parameters_are_clear_errors(name, params, message):

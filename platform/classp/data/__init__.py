@@ -19,13 +19,21 @@ from classp.data.base import (
 )
 from classp.errors import UserError
 from classp.models import InputShape
+from classp.scenarios import SCENARIOS, check_scenario
 
-__all__ = ["SEQUENCES", "PROTOCOLS", "DataOptions", "Split", "Task", "TaskSequence",
+__all__ = ["SEQUENCES", "PROTOCOLS", "SCENARIOS", "DataOptions", "Split", "Task", "TaskSequence",
            "TrainingProtocol", "load_sequence", "default_data_dir"]
 
 PAIRS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
-PROTOCOLS = ("study", "paper")
-PAPER_PROTOCOL_SEQUENCES = ("mnist-fmnist", "fpb-imdb")
+# "study" exists for every sequence; each other protocol reruns a published setup on the
+# sequences it was published for (docs/protocols.md names the sources).
+PROTOCOL_SEQUENCES = {
+    "study": None,
+    "paper": ("mnist-fmnist", "fpb-imdb"),  # Ludwig 2024's scripts
+    "hsu2018": ("split-mnist",),  # Hsu et al. 2018, "Re-evaluating continual learning scenarios"
+    "vandeven2022": ("split-mnist", "permuted-mnist"),  # van de Ven et al. 2022, "Three types ..."
+}
+PROTOCOLS = tuple(PROTOCOL_SEQUENCES)
 IMDB_LABELS = ("corrected", "published")
 TOKENIZERS = ("whitespace", "spacy")
 
@@ -52,6 +60,9 @@ class DataOptions:
     # IMDB's labels: "corrected" maps pos -> FPB's positive (2); "published" maps pos ->
     # 1, FPB's neutral, as the published script did.
     imdb_labels: str = "corrected"
+    # Split sequences: "task", "domain" or "class" incremental (classp.scenarios); None: the
+    # sequence's own (class for split sequences, domain for the others).
+    scenario: str | None = None
 
     @property
     def root(self) -> Path:
@@ -59,13 +70,15 @@ class DataOptions:
 
 
 def _val_fraction(opts: DataOptions) -> float:
-    return 0.0 if opts.protocol == "paper" else opts.val_fraction
+    """The published protocols train on whole training sets and report the test sets."""
+    return opts.val_fraction if opts.protocol == "study" else 0.0
 
 
-def _vision_task(name: str, label: str, opts: DataOptions) -> Task:
-    from classp.data.vision import load_torchvision
+def _vision_task(name: str, label: str, opts: DataOptions, pixels=None) -> Task:
+    from classp.data.vision import PAPER_PIXELS, load_torchvision
 
-    train_x, train_y, test_x, test_y = load_torchvision(name, opts.root, opts.download)
+    train_x, train_y, test_x, test_y = load_torchvision(name, opts.root, opts.download,
+                                                        pixels or PAPER_PIXELS)
     train, val = carve_validation(train_x, train_y, _val_fraction(opts))
     return Task(label, train, val, Split(test_x, test_y))
 
@@ -87,16 +100,44 @@ def _mnist_fmnist(opts: DataOptions) -> TaskSequence:
 
 
 def _split(dataset: str, label: str, opts: DataOptions) -> TaskSequence:
-    tasks = split_by_classes(_vision_task(dataset, label, opts), PAIRS, prefix=f"{label}-")
-    return TaskSequence(f"split-{label}", tasks, _image_input(tasks[0]),
-                        TrainingProtocol(epochs=(1,) * len(tasks), model="mlp"))
+    from classp.data import vision
+
+    if opts.protocol == "hsu2018":
+        # Hsu et al.: MNIST padded to 32x32, MLP 1024-400-400, 4 epochs per task, batch
+        # 128, shuffled; trained on the whole training set, reported on the test set.
+        pixels = vision.HSU2018_PIXELS
+        protocol = TrainingProtocol(epochs=(4,) * len(PAIRS), batch_size=128, shuffle=True,
+                                    model="mlp-400", name="hsu2018")
+    elif opts.protocol == "vandeven2022":
+        # van de Ven et al.: 28x28 in [0, 1], MLP 784-400-400, 2,000 iterations of batch
+        # 128 per task with Adam (the method's lr: 1e-3 in their table).
+        pixels = vision.UNIT_PIXELS
+        protocol = TrainingProtocol(epochs=(1,) * len(PAIRS), batch_size=128, shuffle=True,
+                                    model="mlp-400", name="vandeven2022",
+                                    iterations=(2000,) * len(PAIRS))
+    else:
+        pixels, protocol = None, TrainingProtocol(epochs=(1,) * len(PAIRS), model="mlp")
+    tasks = split_by_classes(_vision_task(dataset, label, opts, pixels), PAIRS, prefix=f"{label}-")
+    return TaskSequence(f"split-{label}", tasks, _image_input(tasks[0]), protocol,
+                        scenario="class")
 
 
 def _permuted(dataset: str, label: str, opts: DataOptions) -> TaskSequence:
-    n = opts.num_tasks or 5
-    tasks = permuted_tasks(_vision_task(dataset, label, opts), n, prefix=f"{label}-p")
-    return TaskSequence(f"permuted-{label}", tasks, _image_input(tasks[0]),
-                        TrainingProtocol(epochs=(1,) * n, model="mlp"))
+    from classp.data import vision
+
+    if opts.protocol == "vandeven2022":
+        # van de Ven et al.: 32x32 in [0, 1], 10 tasks, MLP 1024-1000-1000, 5,000 iterations
+        # of batch 128 per task with Adam (lr 1e-4 in their table).
+        n = opts.num_tasks or 10
+        pixels = vision.UNIT_PIXELS_32
+        protocol = TrainingProtocol(epochs=(1,) * n, batch_size=128, shuffle=True,
+                                    model="mlp-1000", name="vandeven2022",
+                                    iterations=(5000,) * n)
+    else:
+        n = opts.num_tasks or 5
+        pixels, protocol = None, TrainingProtocol(epochs=(1,) * n, model="mlp")
+    tasks = permuted_tasks(_vision_task(dataset, label, opts, pixels), n, prefix=f"{label}-p")
+    return TaskSequence(f"permuted-{label}", tasks, _image_input(tasks[0]), protocol)
 
 
 def _split_digits(opts: DataOptions) -> TaskSequence:
@@ -104,7 +145,8 @@ def _split_digits(opts: DataOptions) -> TaskSequence:
 
     tasks = split_by_classes(load_digits_task(), PAIRS, prefix="digits-")
     return TaskSequence("split-digits", tasks, _image_input(tasks[0]),
-                        TrainingProtocol(epochs=(5,) * len(tasks), batch_size=32, model="mlp"))
+                        TrainingProtocol(epochs=(5,) * len(tasks), batch_size=32, model="mlp"),
+                        scenario="class")
 
 
 def _permuted_digits(opts: DataOptions) -> TaskSequence:
@@ -170,12 +212,17 @@ def check_sequence_name(name: str) -> None:
         raise UserError(f"unknown sequence {name!r}; choose one of: {', '.join(SEQUENCES)}")
 
 
+SPLIT_SEQUENCES = ("split-mnist", "split-fmnist", "split-digits")
+
+
 def check_protocol(sequence: str, protocol: str) -> None:
     if protocol not in PROTOCOLS:
         raise UserError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
-    if protocol == "paper" and sequence not in PAPER_PROTOCOL_SEQUENCES:
-        raise UserError(f"protocol 'paper' exists for the paper's sequences only "
-                        f"({', '.join(PAPER_PROTOCOL_SEQUENCES)}), not {sequence!r}; use 'study'")
+    published_for = PROTOCOL_SEQUENCES[protocol]
+    if published_for is not None and sequence not in published_for:
+        whose = "the paper's sequences" if protocol == "paper" else "the sequences it was published for"
+        raise UserError(f"protocol {protocol!r} exists for {whose} only "
+                        f"({', '.join(published_for)}), not {sequence!r}; use 'study'")
 
 
 def check_data_options(name: str, opts: DataOptions) -> None:
@@ -183,6 +230,7 @@ def check_data_options(name: str, opts: DataOptions) -> None:
     spec's [run] table come through here too)."""
     check_sequence_name(name)
     check_protocol(name, opts.protocol)
+    check_scenario(name, opts.scenario, name in SPLIT_SEQUENCES)
     if opts.imdb_labels not in IMDB_LABELS:
         raise UserError(f"unknown IMDB label mapping {opts.imdb_labels!r}; choose one of: "
                         f"{', '.join(IMDB_LABELS)}")
@@ -202,6 +250,10 @@ def load_sequence(name: str, opts: DataOptions | None = None) -> TaskSequence:
     opts = opts or DataOptions()
     check_data_options(name, opts)
     sequence = SEQUENCES[name](opts)
+    if name in SPLIT_SEQUENCES:  # labels and heads as the scenario has them
+        from classp import scenarios
+
+        sequence = scenarios.apply(sequence, opts.scenario or sequence.scenario)
     if opts.subsample < 1:
         sequence.tasks = [subsample_task(t, opts.subsample) for t in sequence.tasks]
         sequence.notes.append(f"subsampled to {opts.subsample:g} of every split")

@@ -16,15 +16,20 @@ class Split:
 
     x: Tensor
     y: Tensor
+    # The task each sample belongs to, where a split mixes tasks (joint training in the
+    # task-incremental scenario picks each sample's head by it); None: one task.
+    task_ids: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
     def to(self, device) -> Split:
-        return Split(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True))
+        ids = None if self.task_ids is None else self.task_ids.to(device, non_blocking=True)
+        return Split(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True), ids)
 
     def subset(self, index: Tensor) -> Split:
-        return Split(self.x[index], self.y[index])
+        return Split(self.x[index], self.y[index],
+                     None if self.task_ids is None else self.task_ids[index])
 
 
 @dataclass
@@ -33,12 +38,21 @@ class Task:
     train: Split
     val: Split
     test: Split
+    # The original classes this task holds (a split task's group), in the order that gives
+    # their position within the task; () when the task holds every class of its data.
+    classes: tuple[int, ...] = ()
 
     def split(self, name: str) -> Split:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
     def to(self, device) -> Task:
-        return Task(self.name, self.train.to(device), self.val.to(device), self.test.to(device))
+        return Task(self.name, self.train.to(device), self.val.to(device), self.test.to(device),
+                    self.classes)
+
+    def with_splits(self, convert) -> Task:
+        """The same task with `convert` applied to each of its splits."""
+        return Task(self.name, convert(self.train), convert(self.val), convert(self.test),
+                    self.classes)
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,9 @@ class TrainingProtocol:
     # (per task). The published text script's target for the second task depends on the
     # optimizer: method name -> targets.
     loss_targets: dict[str, tuple[float, ...]] | None = None
+    # Train each task for exactly this many steps (batches), reshuffling at every pass
+    # through its data (van de Ven et al. count iterations, not epochs); None: epochs.
+    iterations: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -72,10 +89,15 @@ class TaskSequence:
     input: InputShape
     protocol: TrainingProtocol
     notes: list[str] = field(default_factory=list)  # e.g. "MNIST train stands in ..."
+    # "task", "domain" or "class" incremental (classp.scenarios): split sequences take any of
+    # the three; permuted ones and the paper's pairs share one head and their labels (domain).
+    scenario: str = "domain"
 
     def to(self, device) -> TaskSequence:
-        return TaskSequence(self.name, [t.to(device) for t in self.tasks], self.input,
-                            self.protocol, self.notes)
+        return self.with_tasks([t.to(device) for t in self.tasks])
+
+    def with_tasks(self, tasks: list[Task]) -> TaskSequence:
+        return TaskSequence(self.name, tasks, self.input, self.protocol, self.notes, self.scenario)
 
 
 def carve_validation(x: Tensor, y: Tensor, fraction: float, seed: int = 0) -> tuple[Split, Split]:
@@ -102,12 +124,11 @@ def subsample_split(split: Split, fraction: float, seed: int = 0) -> Split:
 
 
 def subsample_task(task: Task, fraction: float) -> Task:
-    return Task(task.name, subsample_split(task.train, fraction),
-                subsample_split(task.val, fraction), subsample_split(task.test, fraction))
+    return task.with_splits(lambda split: subsample_split(split, fraction))
 
 
 def split_by_classes(task: Task, groups: list[tuple[int, ...]], prefix: str) -> list[Task]:
-    """One task per group of classes (labels are kept: one shared head, class-incremental)."""
+    """One task per group of classes, labels kept (classp.scenarios maps them per scenario)."""
     out = []
     for group in groups:
         wanted = torch.tensor(group)
@@ -116,7 +137,7 @@ def split_by_classes(task: Task, groups: list[tuple[int, ...]], prefix: str) -> 
             return split.subset(torch.isin(split.y, wanted).nonzero().squeeze(1))
 
         out.append(Task(f"{prefix}{''.join(map(str, group))}", pick(task.train),
-                        pick(task.val), pick(task.test)))
+                        pick(task.val), pick(task.test), tuple(group)))
     return out
 
 
@@ -129,7 +150,7 @@ def permuted_tasks(task: Task, n_tasks: int, prefix: str, seed: int = 0) -> list
         perm = torch.arange(n_pixels) if k == 0 else torch.randperm(n_pixels, generator=gen)
 
         def permute(split: Split, perm=perm) -> Split:
-            flat = split.x.reshape(len(split), -1)[:, perm]
+            flat = split.x.reshape(len(split), len(perm))[:, perm]  # an empty split too
             return Split(flat.reshape(split.x.shape), split.y)
 
         out.append(Task(f"{prefix}{k + 1}", permute(task.train), permute(task.val),

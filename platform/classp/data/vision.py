@@ -11,14 +11,33 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import Tensor
+from torch.nn import functional as F
 
 from classp.errors import UserError
 
 # The paper normalises both MNIST and Fashion-MNIST with MNIST's statistics.
 MEAN, STD = 0.1307, 0.3081
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """How stored images become model inputs: `pad` zero pixels on every side (as
+    torchvision's Pad does before ToTensor), then (x / 255 - mean) / std."""
+
+    pad: int = 0
+    mean: float = MEAN
+    std: float = STD
+
+
+PAPER_PIXELS = Pixels()  # the paper's scripts (and the study protocol)
+# Hsu et al. 2018: padded to 32x32, standardised with the padded images' statistics.
+HSU2018_PIXELS = Pixels(pad=2, mean=0.1000, std=0.2752)
+UNIT_PIXELS = Pixels(mean=0.0, std=1.0)  # van de Ven et al.: ToTensor's [0, 1], no standardising
+UNIT_PIXELS_32 = Pixels(pad=2, mean=0.0, std=1.0)  # ... padded to 32x32 (their permuted MNIST)
 
 RAW_FILES = (
     "train-images-idx3-ubyte",
@@ -62,12 +81,17 @@ def missing_files_message(name: str, root: Path) -> str:
     )
 
 
-def normalise(images: Tensor) -> Tensor:
-    """uint8 (N, H, W) -> float32 (N, 1, H, W), standardised with MNIST's mean and std."""
-    return ((images.float() / 255.0 - MEAN) / STD).unsqueeze(1)
+def normalise(images: Tensor, pixels: Pixels = PAPER_PIXELS) -> Tensor:
+    """uint8 (N, H, W) -> float32 (N, 1, H + 2 pad, W + 2 pad), padded with zeros, then
+    standardised."""
+    x = images.float() / 255.0
+    if pixels.pad:
+        x = F.pad(x, (pixels.pad,) * 4)
+    return ((x - pixels.mean) / pixels.std).unsqueeze(1)
 
 
-def load_torchvision(name: str, root: Path, download: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def load_torchvision(name: str, root: Path, download: bool,
+                     pixels: Pixels = PAPER_PIXELS) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Return (train_x, train_y, test_x, test_y) of MNIST or FashionMNIST."""
     from torchvision import datasets
 
@@ -85,4 +109,5 @@ def load_torchvision(name: str, root: Path, download: bool) -> tuple[Tensor, Ten
     except RuntimeError as exc:  # "Dataset not found" or a failed download
         detail = "" if "not found" in str(exc) else f" (download failed: {str(exc).splitlines()[0]})"
         raise UserError(missing_files_message(name, root) + detail) from None
-    return normalise(train.data), train.targets.long(), normalise(test.data), test.targets.long()
+    return (normalise(train.data, pixels), train.targets.long(), normalise(test.data, pixels),
+            test.targets.long())

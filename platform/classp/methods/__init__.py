@@ -9,11 +9,13 @@ from classp.methods.base import Method
 from classp.methods.classp import CLASSPMethod
 from classp.methods.ewc import EWC
 from classp.methods.joint import Joint
+from classp.methods.l2 import L2
+from classp.methods.mas import MAS
 from classp.methods.sgd import SGD
 from classp.methods.si import SI
 
 METHODS: dict[str, type[Method]] = {
-    m.name: m for m in (CLASSPMethod, EWC, SGD, Adam, AdaGrad, SI, Joint)
+    m.name: m for m in (CLASSPMethod, EWC, SGD, Adam, AdaGrad, SI, L2, MAS, Joint)
 }
 
 

@@ -55,7 +55,28 @@ class RunPlan:
 
 
 # Parameters that no method accepts below zero.
-NON_NEGATIVE = ("momentum", "ewc_lambda", "c", "threshold", "eps", "gamma", "xi")
+NON_NEGATIVE = ("momentum", "ewc_lambda", "l2_lambda", "mas_lambda", "c", "threshold", "eps",
+                "gamma", "xi")
+
+# The optimizers a regularisation method (EWC, SI, L2, MAS) may step with: plain SGD in
+# the textbooks, Adam in the field's reference protocols (Hsu et al., van de Ven et al.).
+OPTIMIZERS = ("sgd", "adam", "adagrad")
+
+
+def check_choice(method: str, key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UserError(f"method {method!r}: unknown {key} {value!r}; choose one of: "
+                        f"{', '.join(allowed)}")
+
+
+def base_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    """torch's optimizer by our name, with its own defaults besides lr (as the reference
+    codes build them)."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, foreach=True)
+    return torch.optim.SGD(params, lr=lr)
 
 
 def _check_type(method: str, key: str, value: Any, default: Any) -> None:

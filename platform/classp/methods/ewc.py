@@ -4,11 +4,16 @@ At the end of each task the diagonal empirical Fisher F and the weights w* are t
 the same model (the published script anchored a fresh model to another's weights; we do
 not). Later tasks add (lambda / 2) * sum_k sum_i F_k,i (w_i - w*_k,i)^2.
 
-fisher "sample": the mean over samples of each sample's squared gradient (the empirical
-Fisher); "batch": the mean over mini-batches of the squared batch-mean gradient (cheaper,
-and smaller by about the batch size). mode "separate" keeps (F, w*) per task: two floats
+fisher "sample": the mean over samples of each sample's squared gradient of the loss at its
+true label (the empirical Fisher); "exact": the expectation over the model's own predicted
+distribution, sum_c p(c|x) (d log p(c|x) / dw)^2, averaged over samples (the Fisher
+information itself); "predicted": the squared gradient at the label the model predicts,
+argmax_c p(c|x) (Hsu et al.'s code); "batch": the mean over mini-batches of the squared
+batch-mean gradient (cheaper, and smaller by about the batch size). `fisher_samples` caps
+the samples used (the first ones of the task's training set). mode "separate" keeps (F, w*) per task: two floats
 per weight per task; "online" (Schwarz et al. 2018) keeps one running F = gamma F + F_new
-and the latest w*: two floats per weight.
+and the latest w*: two floats per weight. `optimizer` is plain SGD (default) or Adam or
+AdaGrad (the reference protocols train EWC with Adam).
 
 variant "textbook" (default) is the above. The author's scripts did something else, and
 each is offered by name so that the paper's rows can be rerun as published:
@@ -37,9 +42,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from classp.errors import UserError
-from classp.methods.base import Method
+from classp.methods.base import OPTIMIZERS, Method, base_optimizer, check_choice
+from classp.methods.per_sample import linear_layers, linear_sums
 
-FISHERS = ("sample", "batch")
+FISHERS = ("sample", "exact", "predicted", "batch")
 MODES = ("separate", "online")
 VARIANTS = ("textbook", "published-vision", "published-text")
 
@@ -47,7 +53,8 @@ VARIANTS = ("textbook", "published-vision", "published-text")
 class EWC(Method):
     name = "ewc"
     defaults = {"lr": 0.01, "ewc_lambda": 100.0, "fisher": "sample", "mode": "separate",
-                "gamma": 1.0, "fisher_samples": 1024, "fisher_batch": 32, "variant": "textbook"}
+                "gamma": 1.0, "fisher_samples": 1024, "fisher_batch": 32, "variant": "textbook",
+                "optimizer": "sgd"}
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -58,6 +65,7 @@ class EWC(Method):
             raise UserError(f"unknown EWC mode {p['mode']!r}; choose one of: {', '.join(MODES)}")
         if p["variant"] not in VARIANTS:
             raise UserError(f"unknown EWC variant {p['variant']!r}; choose one of: {', '.join(VARIANTS)}")
+        check_choice(self.name, "optimizer", p["optimizer"], OPTIMIZERS)
         if p["ewc_lambda"] < 0:
             raise UserError(f"ewc_lambda must be >= 0, got {p['ewc_lambda']}")
         self.anchors: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []  # (F, w*)
@@ -65,7 +73,7 @@ class EWC(Method):
         self.penalty_from_step = 1  # published-vision: the first step after epoch 1
 
     def optimizer(self, params):
-        return torch.optim.SGD(params, lr=self.params["lr"])
+        return base_optimizer(self.params["optimizer"], params, self.params["lr"])
 
     @property
     def published(self) -> bool:
@@ -128,8 +136,14 @@ class EWC(Method):
         was_training = model.training
         model.eval()  # no dropout: the Fisher of the model as it will be evaluated
         try:
-            if self.params["fisher"] == "batch":
+            kind = self.params["fisher"]
+            if kind == "batch":
                 return _batch_fisher(model, x, y, int(self.params["fisher_batch"]))
+            if kind == "exact":
+                return _exact_fisher(model, x)
+            if kind == "predicted":
+                with torch.no_grad():
+                    y = torch.cat([model(x[i:i + 1024]).argmax(1) for i in range(0, len(x), 1024)])
             return _sample_fisher(model, x, y)
         finally:
             model.train(was_training)
@@ -150,9 +164,21 @@ def _batch_fisher(model, x, y, batch):
 
 
 def _sample_fisher(model, x, y, chunk: int = 256):
-    """Per-sample squared gradients with torch.func (vmap over grad), in chunks."""
+    """Per-sample squared gradients: closed form for linear layers (classp.methods.
+    per_sample), else torch.func (vmap over grad), in chunks."""
     from torch.func import functional_call, grad, vmap
 
+    linears = linear_layers(model)
+    if linears is not None:
+        params = [p for p in model.parameters() if p.requires_grad]
+        total = [torch.zeros_like(p) for p in params]
+        for start in range(0, len(y), chunk):
+            yc = y[start:start + chunk]
+            sums = linear_sums(model, linears, x[start:start + chunk],
+                               lambda out, yc=yc: F.cross_entropy(out, yc, reduction="none"), "square")
+            for t, p in zip(total, params):
+                t.add_(sums[id(p)])
+        return [t / max(len(y), 1) for t in total]
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     buffers = dict(model.named_buffers())
@@ -174,6 +200,46 @@ def _sample_fisher(model, x, y, chunk: int = 256):
                 for n in names:
                     total[n].add_(g[n].pow(2))
     return [total[n] / max(len(y), 1) for n in names]
+
+
+def _exact_fisher(model, x, chunk: int = 32):
+    """mean over samples of sum_c p(c|x) (d log p(c|x) / dw)^2: per sample and class, the
+    gradient of the log-probability, weighted by the probability (torch.func)."""
+    from torch.func import functional_call, jacrev, vmap
+
+    linears = linear_layers(model)
+    if linears is not None:  # per class, the squared gradients weighted by its probability
+        params = [p for p in model.parameters() if p.requires_grad]
+        total = [torch.zeros_like(p) for p in params]
+        for start in range(0, len(x), chunk * 8):
+            xs = x[start:start + chunk * 8]
+            with torch.no_grad():
+                probs = F.softmax(model(xs), 1)
+            for c in range(probs.shape[1]):
+                sums = linear_sums(model, linears, xs, lambda out, c=c: F.log_softmax(out, 1)[:, c],
+                                   "square", weights=probs[:, c])
+                for t, p in zip(total, params):
+                    t.add_(sums[id(p)])
+        return [t / max(len(x), 1) for t in total]
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def log_probs(theta, xi):
+        out = functional_call(model, (theta, buffers), (xi.unsqueeze(0),))
+        return F.log_softmax(out, 1).squeeze(0)  # (classes,)
+
+    per_sample = vmap(jacrev(log_probs), in_dims=(None, 0))  # name -> (N, classes, *shape)
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    for start in range(0, len(x), chunk):
+        xs = x[start:start + chunk]
+        with torch.no_grad():
+            probs = F.softmax(functional_call(model, (params, buffers), (xs,)), 1)
+        jac = per_sample(params, xs)
+        for n in names:
+            weight = probs.reshape(*probs.shape, *([1] * (jac[n].dim() - 2)))
+            total[n].add_((weight * jac[n].pow(2)).sum((0, 1)))
+    return [total[n] / max(len(x), 1) for n in names]
 
 
 def fresh_copy(model: nn.Module) -> nn.Module:

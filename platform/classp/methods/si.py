@@ -1,9 +1,13 @@
 """Synaptic Intelligence (Zenke, Poole and Ganguli 2017).
 
-During a task each weight's contribution to the loss decrease is integrated along the
-trajectory, W += -g * (w_new - w_old) after every step. At the task's end the importance
-grows by omega += W / ((w_end - w_start)^2 + xi); later tasks add
-c * sum_i omega_i (w_i - w_start_i)^2 with w_start the weights at the last task's end.
+During a task each weight's contribution to the decrease of the task's loss is
+integrated along the trajectory, W += -g * (w_new - w_old) after every step, where g is the
+gradient of the task loss alone, without the penalty (as Zenke et al.'s and Hsu et al.'s
+codes take it: the penalty's own pull back to the anchor is not a contribution to the
+task). At the task's end the importance grows by omega += W / ((w_end - w_start)^2 + xi);
+later tasks add c * sum_i omega_i (w_i - w_start_i)^2 with w_start the weights at the last
+task's end. `optimizer` is plain SGD (default) or Adam or AdaGrad (the reference protocols
+train SI with Adam; Hsu et al.'s damping xi is 0.1).
 """
 
 from __future__ import annotations
@@ -11,17 +15,18 @@ from __future__ import annotations
 import torch
 
 from classp.errors import UserError
-from classp.methods.base import Method
+from classp.methods.base import OPTIMIZERS, Method, base_optimizer, check_choice
 
 
 class SI(Method):
     name = "si"
-    defaults = {"lr": 0.01, "c": 0.1, "xi": 1e-3}
+    defaults = {"lr": 0.01, "c": 0.1, "xi": 1e-3, "optimizer": "sgd"}
 
     def __init__(self, **params):
         super().__init__(**params)
         if self.params["c"] < 0 or self.params["xi"] <= 0:
             raise UserError("SI needs c >= 0 and xi > 0")
+        check_choice(self.name, "optimizer", self.params["optimizer"], OPTIMIZERS)
         self.omega: list[torch.Tensor] = []
         self.anchor: list[torch.Tensor] = []  # weights at the start of the current task
         self.path: list[torch.Tensor] = []  # W, the running path integral
@@ -29,7 +34,7 @@ class SI(Method):
         self.tasks_done = 0
 
     def optimizer(self, params):
-        return torch.optim.SGD(params, lr=self.params["lr"])
+        return base_optimizer(self.params["optimizer"], params, self.params["lr"])
 
     @staticmethod
     def _params(model):
@@ -54,6 +59,12 @@ class SI(Method):
     def after_step(self, model):
         params = self._params(model)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        if self.tasks_done:
+            # The task loss's gradient: the penalty's, 2 c omega (w_before - w_start), taken
+            # off the total (exact, and no second backward pass).
+            pull = torch._foreach_sub(self.previous, self.anchor)
+            torch._foreach_mul_(pull, self.omega)
+            grads = torch._foreach_add(grads, pull, alpha=-2.0 * self.params["c"])
         delta = torch._foreach_sub([p.detach() for p in params], self.previous)
         torch._foreach_addcmul_(self.path, grads, delta, value=-1.0)  # W += -g * dw
         torch._foreach_copy_(self.previous, [p.detach() for p in params])
