@@ -23,14 +23,16 @@ def test_list_names_sequences_methods_and_models():
     out = classp("list")
     assert out.returncode == 0
     for name in ("split-digits", "mnist-fmnist", "fpb-imdb", "classp", "ewc", "si", "joint",
-                 "paper-cnn", "paper-transformer"):
+                 "l2", "mas", "paper-cnn", "paper-transformer", "mlp-400", "mlp-1000"):
         assert name in out.stdout
+    assert "scenarios: task, domain, class (split sequences" in out.stdout
+    assert "protocols: study, paper, hsu2018, vandeven2022" in out.stdout
 
 
 @pytest.mark.parametrize("args, message", [
     (["run", "--sequence", "mnist"], "unknown sequence 'mnist'; choose one of: mnist-fmnist, fpb-imdb"),
     (["run", "--method", "lwf"], "unknown method 'lwf'; choose one of: classp, ewc, sgd"),
-    (["run", "--model", "vit"], "unknown model 'vit'; choose one of: paper-cnn, paper-transformer, paper-cnn-published, paper-transformer-published, mlp"),
+    (["run", "--model", "vit"], "unknown model 'vit'; choose one of: paper-cnn, paper-transformer, paper-cnn-published, paper-transformer-published, mlp, mlp-400, mlp-1000"),
     (["run", "--epochs", "0"], "epochs must be positive integers"),
     (["run", "--epochs", "-2"], "epochs must be positive integers"),
     (["run", "--batch-size", "0"], "batch size must be a positive integer"),

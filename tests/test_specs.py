@@ -67,6 +67,11 @@ lr = { low = 0.01, high = 0.1, log = true }
     (BASE + '[run]\nstep_mode = "fast"\n', "run: unknown step mode 'fast'; choose from auto, eager, graphed"),
     (BASE + '[run]\nprotocol = "paper"\n', "run: protocol 'paper' exists for the paper's sequences only"),
     (BASE + '[run]\nlog_every = 0\n', "run: log_every must be a positive integer, got 0"),
+    (BASE + '[run]\nscenario = "task"\n', None),
+    (BASE + '[run]\nscenario = "tasks"\n', "run: unknown scenario 'tasks'; choose one of: task, domain, class"),
+    (BASE.replace('"split-digits"', '"permuted-digits"') + '[run]\nscenario = "class"\n',
+     "run: 'permuted-digits' shares one head and its labels across tasks: it is domain-incremental"),
+    (BASE + '[run]\nprotocol = "hsu2018"\n', "run: protocol 'hsu2018' exists for the sequences it was published for only (split-mnist)"),
 ])
 def test_bad_specs_name_the_file_and_the_key(tmp_path, text, message):
     path = tmp_path / "spec.toml"

@@ -189,7 +189,14 @@ def _cmd_list(args) -> int:
     from classp.methods import METHODS
     from classp.models import MODELS
 
+    from classp.data import PROTOCOL_SEQUENCES, SPLIT_SEQUENCES
+    from classp.scenarios import SCENARIOS
+
     print("sequences: " + ", ".join(SEQUENCES))
+    print(f"scenarios: {', '.join(SCENARIOS)} (split sequences: {', '.join(SPLIT_SEQUENCES)}; "
+          f"the others are domain-incremental by construction)")
+    print("protocols: " + ", ".join(PROTOCOL_SEQUENCES) + " (" + "; ".join(
+        f"{p}: {', '.join(seqs)}" for p, seqs in PROTOCOL_SEQUENCES.items() if seqs) + ")")
     print("methods:   " + ", ".join(METHODS))
     for name, cls in METHODS.items():
         print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in cls.defaults.items()))
