@@ -30,6 +30,9 @@ TABLE1_MARKER = "<!-- output of reproduce --from-logs, checked by tests/test_rea
 TABLE1_LOGS = sorted((REPO / "benchmarks" / "results" / "h100-2026-11-23").glob("table1-row*.txt"))
 SIXTH_MARKER = "<!-- output of reproduce --from-logs at 1/6 scale, checked by tests/test_readme.py -->"
 SIXTH_LOGS = sorted((REPO / "benchmarks" / "results" / "cpu-one-sixth").glob("table1-rows*.txt"))
+HSU_MARKER = "<!-- output of reproduce --from-logs for Hsu et al.'s table, checked by tests/test_readme.py -->"
+HSU_LOGS = sorted((REPO / "benchmarks" / "results" / "cpu-amd-epyc-2026-12-03").glob("hsu2018-rows*.txt"))
+HSU_SPEC = REPO / "studies" / "hsu2018-split-mnist.toml"
 
 
 def readme_block(text: str, marker: str = MARKER) -> str:
@@ -139,8 +142,8 @@ def test_a_readme_mean_outside_the_rerun_interval_fails_the_check():
         assert_within_rerun(block.replace("classp  ", "ewc     "), block)
 
 
-def table1_from_logs(logs=TABLE1_LOGS) -> str:
-    done = run_classp("reproduce", REPO / "studies" / "paper-table1.toml", "--from-logs", *logs)
+def table1_from_logs(logs=TABLE1_LOGS, spec=REPO / "studies" / "paper-table1.toml") -> str:
+    done = run_classp("reproduce", spec, "--from-logs", *logs)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -155,6 +158,11 @@ def test_the_reproduced_tables_are_what_the_kept_outputs_give():
         "the README's Table 1 is stale; run `python tests/test_readme.py --update`")
     assert table1_from_logs(SIXTH_LOGS) == readme_block(text, SIXTH_MARKER), (
         "the README's 1/6-scale Table 1 is stale; run `python tests/test_readme.py --update`")
+    assert len(HSU_LOGS) == 2
+    hsu = table1_from_logs(HSU_LOGS, HSU_SPEC)
+    assert hsu == readme_block(text, HSU_MARKER), (
+        "the README's Hsu et al. table is stale; run `python tests/test_readme.py --update`")
+    assert "10 seed(s) (0 to 9)" in hsu and hsu.count(" ± ") >= 2 * 24  # every cell, n = 10
 
 
 ROWS_MARKER = re.compile(r"<!-- rows of (\S+), checked by tests/test_readme.py -->")
@@ -172,10 +180,13 @@ def test_benchmark_rows_in_the_readme_are_lines_of_their_kept_outputs():
             assert line in kept, f"{line!r} is not in {match.group(1)}"
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["--update"]:
+if __name__ == "__main__" and sys.argv[1:2] == ["--update"]:
     text = README.read_text()
     text = text.replace(readme_block(text, TABLE1_MARKER), table1_from_logs(), 1)
-    README.write_text(text.replace(readme_block(text, SIXTH_MARKER), table1_from_logs(SIXTH_LOGS), 1))
+    text = text.replace(readme_block(text, SIXTH_MARKER), table1_from_logs(SIXTH_LOGS), 1)
+    README.write_text(text.replace(readme_block(text, HSU_MARKER), table1_from_logs(HSU_LOGS, HSU_SPEC), 1))
+    if sys.argv[2:] == ["--tables-only"]:
+        sys.exit(0)
     with tempfile.TemporaryDirectory() as folder:
         study, new = quick_start_output(Path(folder) / "home")
         largest, runs, total = footprint(Path(folder) / "home")

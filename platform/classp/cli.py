@@ -185,11 +185,9 @@ def format_result(result) -> str:
 
 
 def _cmd_list(args) -> int:
-    from classp.data import SEQUENCES
+    from classp.data import PROTOCOL_SEQUENCES, SEQUENCES, SPLIT_SEQUENCES
     from classp.methods import METHODS
     from classp.models import MODELS
-
-    from classp.data import PROTOCOL_SEQUENCES, SPLIT_SEQUENCES
     from classp.scenarios import SCENARIOS
 
     print("sequences: " + ", ".join(SEQUENCES))

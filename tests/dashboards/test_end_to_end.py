@@ -51,3 +51,21 @@ def test_the_accuracy_panels_read_the_confirmation_runs_values(confirmed):
         old = sum(100 * metrics.old_task_accuracy(f) for f in finals) / len(finals)
         assert outcome.old.mean == pytest.approx(old)
         assert forgetting.forgetting[method][0] >= 0
+
+
+def test_a_task_incremental_study_is_tracked_and_drawn_as_any_other(classp_home, tmp_path):
+    """A study in another scenario: its runs say which, and the panels read them unchanged."""
+    spec_path = tmp_path / "tiny-task.toml"
+    spec_path.write_text(TINY_STUDY.read_text().replace("[run]\n", '[run]\nscenario = "task"\n'))
+    spec = load_spec(spec_path)
+    run_study(spec, n_trials=1, echo=lambda *_: None)
+    result = confirm(spec, echo=lambda *_: None)
+    client = Tracking().client
+    exp = load_experiment(client, "split-digits")
+    runs = client.search_runs([client.get_experiment_by_name("split-digits").experiment_id])
+    assert runs and {r.data.params.get("scenario") for r in runs if "scenario" in r.data.params} == {"task"}
+    table = P.table1_info(exp, list(result["outcomes"]), "test")
+    for method, outcome in result["outcomes"].items():
+        finals = list(outcome.finals.values())
+        assert table.mean[method] == pytest.approx(
+            [100 * sum(f[j] for f in finals) / len(finals) for j in range(len(finals[0]))])

@@ -164,3 +164,14 @@ def test_regularisers_step_with_the_optimizer_they_are_given(name):
     assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == 1e-3
     assert isinstance(build_method(name, {"optimizer": "adagrad"}).optimizer(params),
                       torch.optim.Adagrad)
+
+
+@pytest.mark.parametrize("name, floats_per_weight", [("l2", 1), ("mas", 2)])
+def test_l2_and_mas_report_the_state_they_keep(name, floats_per_weight):
+    from classp.engine import RunConfig, run
+
+    result = run(RunConfig(sequence="split-digits", method=name, epochs=1, scenario="domain",
+                           method_params={"lr": 0.05}))
+    # plain SGD keeps nothing; L2 the anchor, MAS the anchor and the importance
+    assert result.status == "finished"
+    assert result.state_bytes == 4 * floats_per_weight * result.num_parameters
