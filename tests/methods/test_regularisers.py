@@ -175,3 +175,39 @@ def test_l2_and_mas_report_the_state_they_keep(name, floats_per_weight):
     # plain SGD keeps nothing; L2 the anchor, MAS the anchor and the importance
     assert result.status == "finished"
     assert result.state_bytes == 4 * floats_per_weight * result.num_parameters
+
+
+def test_models_beyond_linear_layers_take_per_sample_gradients_by_torch_func():
+    """The closed form holds for linear layers only; a convolution takes the vmap path,
+    and both agree with the one-sample-at-a-time definition."""
+    from classp.methods.ewc import _exact_fisher, _sample_fisher
+    from classp.methods.mas import sample_importance
+    from classp.methods.per_sample import linear_layers
+
+    torch.manual_seed(5)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(2 * 4 * 4, 3))
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 5), torch.nn.ReLU(),
+                              torch.nn.Linear(5, 3))
+    x, y = torch.randn(6, 1, 6, 6), torch.tensor([0, 1, 2, 0, 1, 2])
+    assert linear_layers(conv) is None and linear_layers(mlp) is not None
+    for model in (conv, mlp):
+        params = list(model.parameters())
+        empirical = [torch.zeros_like(p) for p in params]
+        exact = [torch.zeros_like(p) for p in params]
+        mas = [torch.zeros_like(p) for p in params]
+        for i in range(6):
+            out = model(x[i:i + 1])
+            for t, g in zip(empirical, torch.autograd.grad(F.cross_entropy(out, y[i:i + 1]), params)):
+                t += g ** 2 / 6
+            probs = F.softmax(out, 1).detach()[0]
+            for c in range(3):
+                grads = torch.autograd.grad(F.log_softmax(model(x[i:i + 1]), 1)[0, c], params)
+                for t, g in zip(exact, grads):
+                    t += probs[c] * g ** 2 / 6
+            for t, g in zip(mas, torch.autograd.grad(model(x[i:i + 1]).pow(2).sum(), params)):
+                t += g.abs() / 6
+        for got, want in ((_sample_fisher(model, x, y), empirical), (_exact_fisher(model, x), exact),
+                          (sample_importance(model, x), mas)):
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g, w)

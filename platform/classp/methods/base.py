@@ -69,14 +69,6 @@ def check_choice(method: str, key: str, value: str, allowed: tuple[str, ...]) ->
                         f"{', '.join(allowed)}")
 
 
-def base_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """torch's optimizer by our name, with its own defaults besides lr (as the reference
-    codes build them)."""
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, foreach=True)
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, foreach=True)
-    return torch.optim.SGD(params, lr=lr)
 
 
 def _check_type(method: str, key: str, value: Any, default: Any) -> None:
@@ -164,3 +156,21 @@ class Method:
             if isinstance(value, Tensor) and key not in ("update_count", "step")
         ]
         return tensor_bytes(kept) + tensor_bytes(self.own_tensors())
+
+
+class SteppedBy(Method):
+    """A method that steps with torch's SGD, Adam or AdaGrad, by its `optimizer` parameter
+    (the regularisers and joint training), with torch's defaults besides lr, as the
+    reference codes build them."""
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        check_choice(self.name, "optimizer", self.params["optimizer"], OPTIMIZERS)
+
+    def optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        name, lr = self.params["optimizer"], self.params["lr"]
+        if name == "adam":
+            return torch.optim.Adam(params, lr=lr, foreach=True)
+        if name == "adagrad":
+            return torch.optim.Adagrad(params, lr=lr, foreach=True)
+        return torch.optim.SGD(params, lr=lr)

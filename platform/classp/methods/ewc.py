@@ -42,15 +42,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from classp.errors import UserError
-from classp.methods.base import OPTIMIZERS, Method, base_optimizer, check_choice
-from classp.methods.per_sample import linear_layers, linear_sums
+from classp.methods.base import SteppedBy
+from classp.methods.per_sample import mean_over_samples
 
 FISHERS = ("sample", "exact", "predicted", "batch")
 MODES = ("separate", "online")
 VARIANTS = ("textbook", "published-vision", "published-text")
 
 
-class EWC(Method):
+class EWC(SteppedBy):
     name = "ewc"
     defaults = {"lr": 0.01, "ewc_lambda": 100.0, "fisher": "sample", "mode": "separate",
                 "gamma": 1.0, "fisher_samples": 1024, "fisher_batch": 32, "variant": "textbook",
@@ -65,15 +65,12 @@ class EWC(Method):
             raise UserError(f"unknown EWC mode {p['mode']!r}; choose one of: {', '.join(MODES)}")
         if p["variant"] not in VARIANTS:
             raise UserError(f"unknown EWC variant {p['variant']!r}; choose one of: {', '.join(VARIANTS)}")
-        check_choice(self.name, "optimizer", p["optimizer"], OPTIMIZERS)
         if p["ewc_lambda"] < 0:
             raise UserError(f"ewc_lambda must be >= 0, got {p['ewc_lambda']}")
         self.anchors: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []  # (F, w*)
         self.steps_done = 0
         self.penalty_from_step = 1  # published-vision: the first step after epoch 1
 
-    def optimizer(self, params):
-        return base_optimizer(self.params["optimizer"], params, self.params["lr"])
 
     @property
     def published(self) -> bool:
@@ -168,17 +165,10 @@ def _sample_fisher(model, x, y, chunk: int = 256):
     per_sample), else torch.func (vmap over grad), in chunks."""
     from torch.func import functional_call, grad, vmap
 
-    linears = linear_layers(model)
-    if linears is not None:
-        params = [p for p in model.parameters() if p.requires_grad]
-        total = [torch.zeros_like(p) for p in params]
-        for start in range(0, len(y), chunk):
-            yc = y[start:start + chunk]
-            sums = linear_sums(model, linears, x[start:start + chunk],
-                               lambda out, yc=yc: F.cross_entropy(out, yc, reduction="none"), "square")
-            for t, p in zip(total, params):
-                t.add_(sums[id(p)])
-        return [t / max(len(y), 1) for t in total]
+    closed = mean_over_samples(model, x, lambda start, stop: [(
+        lambda out: F.cross_entropy(out, y[start:stop], reduction="none"), None)], "square", chunk)
+    if closed is not None:
+        return closed
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     buffers = dict(model.named_buffers())
@@ -207,20 +197,15 @@ def _exact_fisher(model, x, chunk: int = 32):
     gradient of the log-probability, weighted by the probability (torch.func)."""
     from torch.func import functional_call, jacrev, vmap
 
-    linears = linear_layers(model)
-    if linears is not None:  # per class, the squared gradients weighted by its probability
-        params = [p for p in model.parameters() if p.requires_grad]
-        total = [torch.zeros_like(p) for p in params]
-        for start in range(0, len(x), chunk * 8):
-            xs = x[start:start + chunk * 8]
-            with torch.no_grad():
-                probs = F.softmax(model(xs), 1)
-            for c in range(probs.shape[1]):
-                sums = linear_sums(model, linears, xs, lambda out, c=c: F.log_softmax(out, 1)[:, c],
-                                   "square", weights=probs[:, c])
-                for t, p in zip(total, params):
-                    t.add_(sums[id(p)])
-        return [t / max(len(x), 1) for t in total]
+    def per_class(start, stop):  # each class's squared gradients, weighted by its probability
+        with torch.no_grad():
+            probs = F.softmax(model(x[start:stop]), 1)
+        return [(lambda out, c=c: F.log_softmax(out, 1)[:, c], probs[:, c])
+                for c in range(probs.shape[1])]
+
+    closed = mean_over_samples(model, x, per_class, "square", chunk * 8)
+    if closed is not None:
+        return closed
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     buffers = dict(model.named_buffers())
@@ -270,4 +255,3 @@ def train_anchor(anchor: nn.Module, task, lr: float, seed: int):
         optimizer.step()
     fisher = [f / n for f in fisher]
     return fisher, [p.detach().clone() for p in params]
-

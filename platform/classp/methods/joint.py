@@ -3,17 +3,10 @@ shuffled together, so the last row of the accuracy matrix is all tasks learnt at
 (with a head per task, each sample through its own). Hsu et al.'s "offline" row trains
 once on all tasks; this trains the growing union at every task, which ends no worse."""
 
-from classp.methods.base import OPTIMIZERS, Method, base_optimizer, check_choice
+from classp.methods.base import SteppedBy
 
 
-class Joint(Method):
+class Joint(SteppedBy):
     name = "joint"
     joint = True
     defaults = {"lr": 0.01, "optimizer": "sgd"}
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        check_choice(self.name, "optimizer", self.params["optimizer"], OPTIMIZERS)
-
-    def optimizer(self, params):
-        return base_optimizer(self.params["optimizer"], params, self.params["lr"])

@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import torch
 
-from classp.methods.base import OPTIMIZERS, Method, base_optimizer, check_choice
+from classp.methods.base import SteppedBy
 
 
-class L2(Method):
+class L2(SteppedBy):
     name = "l2"
     defaults = {"lr": 0.01, "l2_lambda": 1.0, "optimizer": "sgd"}
 
     def __init__(self, **params):
         super().__init__(**params)
-        check_choice(self.name, "optimizer", self.params["optimizer"], OPTIMIZERS)
         self.anchor: list[torch.Tensor] = []
-
-    def optimizer(self, params):
-        return base_optimizer(self.params["optimizer"], params, self.params["lr"])
 
     def penalty(self, model):
         if not self.anchor:

@@ -17,27 +17,23 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, grad, vmap
 
-from classp.methods.base import OPTIMIZERS, Method, base_optimizer, check_choice
-from classp.methods.per_sample import linear_layers, linear_sums
+from classp.methods.base import SteppedBy, check_choice
+from classp.methods.per_sample import mean_over_samples
 from classp.scenarios import seen_outputs
 
 ESTIMATES = ("sample", "batch")
 
 
-class MAS(Method):
+class MAS(SteppedBy):
     name = "mas"
     defaults = {"lr": 0.01, "mas_lambda": 1.0, "optimizer": "sgd", "estimate": "sample",
                 "importance_samples": 1024, "importance_batch": 128}
 
     def __init__(self, **params):
         super().__init__(**params)
-        check_choice(self.name, "optimizer", self.params["optimizer"], OPTIMIZERS)
         check_choice(self.name, "estimate", self.params["estimate"], ESTIMATES)
         self.omega: list[torch.Tensor] = []
         self.anchor: list[torch.Tensor] = []
-
-    def optimizer(self, params):
-        return base_optimizer(self.params["optimizer"], params, self.params["lr"])
 
     def penalty(self, model):
         if not self.anchor:
@@ -67,16 +63,10 @@ class MAS(Method):
 def sample_importance(model, x, chunk: int = 256) -> list[torch.Tensor]:
     """mean over samples of |d ||f(x)||^2 / dw|: closed form for linear layers
     (classp.methods.per_sample), else per-sample gradients by torch.func."""
-    linears = linear_layers(model)
-    if linears is not None:
-        params = [p for p in model.parameters() if p.requires_grad]
-        total = [torch.zeros_like(p) for p in params]
-        for start in range(0, len(x), chunk):
-            sums = linear_sums(model, linears, x[start:start + chunk],
-                               lambda out: seen_outputs(model, out).pow(2).sum(1), "abs")
-            for t, p in zip(total, params):
-                t.add_(sums[id(p)])
-        return [t / max(len(x), 1) for t in total]
+    closed = mean_over_samples(model, x, lambda start, stop: [(
+        lambda out: seen_outputs(model, out).pow(2).sum(1), None)], "abs", chunk)
+    if closed is not None:
+        return closed
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     buffers = dict(model.named_buffers())

@@ -25,6 +25,27 @@ def linear_layers(model: nn.Module) -> list[nn.Linear] | None:
     return linears if owned == every else None
 
 
+def mean_over_samples(model: nn.Module, x: Tensor, terms: Callable[[int, int], list], kind: str,
+                      chunk: int = 256) -> list[Tensor] | None:
+    """Per trainable parameter, the mean over the samples of x of the sum over `terms` of
+    (weight times) the squared or absolute per-sample gradient; None where the closed form
+    does not apply (the caller takes torch.func's per-sample gradients). `terms(start,
+    stop)` gives, for the samples x[start:stop], the (losses, weights or None) pairs: losses
+    maps the model's output to one loss per sample."""
+    linears = linear_layers(model)
+    if linears is None:
+        return None
+    params = [p for p in model.parameters() if p.requires_grad]
+    total = [torch.zeros_like(p) for p in params]
+    for start in range(0, len(x), chunk):
+        stop = min(start + chunk, len(x))
+        for losses, weights in terms(start, stop):
+            sums = linear_sums(model, linears, x[start:stop], losses, kind, weights)
+            for t, p in zip(total, params):
+                t.add_(sums[id(p)])
+    return [t / max(len(x), 1) for t in total]
+
+
 def linear_sums(model: nn.Module, linears: list[nn.Linear], x: Tensor,
                 losses: Callable[[Tensor], Tensor], kind: str,
                 weights: Tensor | None = None) -> dict[int, Tensor]:

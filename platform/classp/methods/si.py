@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 
 from classp.errors import UserError
-from classp.methods.base import OPTIMIZERS, Method, base_optimizer, check_choice
+from classp.methods.base import SteppedBy
 
 
-class SI(Method):
+class SI(SteppedBy):
     name = "si"
     defaults = {"lr": 0.01, "c": 0.1, "xi": 1e-3, "optimizer": "sgd"}
 
@@ -26,15 +26,12 @@ class SI(Method):
         super().__init__(**params)
         if self.params["c"] < 0 or self.params["xi"] <= 0:
             raise UserError("SI needs c >= 0 and xi > 0")
-        check_choice(self.name, "optimizer", self.params["optimizer"], OPTIMIZERS)
         self.omega: list[torch.Tensor] = []
         self.anchor: list[torch.Tensor] = []  # weights at the start of the current task
         self.path: list[torch.Tensor] = []  # W, the running path integral
         self.previous: list[torch.Tensor] = []  # weights before the last step
         self.tasks_done = 0
 
-    def optimizer(self, params):
-        return base_optimizer(self.params["optimizer"], params, self.params["lr"])
 
     @staticmethod
     def _params(model):
