@@ -79,13 +79,9 @@ def load_reproduce_spec(path: str | Path) -> ReproduceSpec:
     if seeds < 1:
         head.fail("seeds", f"expected a positive integer, got {seeds!r}")
     rows = []
-    for i, raw in enumerate(top.get("rows", (list,), [])):
-        row = Table(top.path, raw if isinstance(raw, dict) else {}, f"rows[{i}]")
+    for i, row in enumerate(row_tables(top)):
         row.only({"label", "method", "params", "paper_row", "assumed"})
-        method = row.get("method", (str,), required=True)
-        if method not in METHODS:
-            row.fail("method", f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
-        params = dict(row.get("params", (dict,), {}))
+        method, params = row_method(row)
         if "rule" in params:
             row.fail("params.rule", "set by reproduce (both rules are run); remove it")
         try:
@@ -108,6 +104,20 @@ def load_reproduce_spec(path: str | Path) -> ReproduceSpec:
                                  f"{', '.join(known_tasks)}")
     return ReproduceSpec(top.path, head.get("name", (str,), top.path.stem), sequence, table,
                          protocol, seeds, report_task, tuple(rows))
+
+
+def row_tables(top: Table) -> list[Table]:
+    """A reproduce spec's [[rows]], each as a Table that names it (rows[i]) in errors."""
+    return [Table(top.path, raw if isinstance(raw, dict) else {}, f"rows[{i}]")
+            for i, raw in enumerate(top.get("rows", (list,), []))]
+
+
+def row_method(row: Table) -> tuple[str, dict[str, Any]]:
+    """A row's method (a registered name) and its parameters as written."""
+    method = row.get("method", (str,), required=True)
+    if method not in METHODS:
+        row.fail("method", f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    return method, dict(row.get("params", (dict,), {}))
 
 
 def select_rows(spec: ReproduceSpec, selection: str | None) -> list[int]:

@@ -26,7 +26,8 @@ from classp.data import DataOptions, load_sequence
 from classp.engine import RunConfig, run
 from classp.errors import UserError
 from classp.literature import REFERENCE_TABLES
-from classp.methods import METHODS, build_method
+from classp.methods import build_method
+from classp.reproduce import row_method, row_tables
 from classp.scenarios import SCENARIOS
 from classp.tomlfile import Table
 from classp.tracking import TAG_KIND, TAG_METHOD, TAG_SEQUENCE, RunLogger, Tracking
@@ -84,13 +85,9 @@ def load_scenario_table_spec(top: Table) -> ScenarioTableSpec:
     if not scenarios:
         head.fail("scenarios", "empty; name at least one scenario")
     rows = []
-    for i, raw in enumerate(top.get("rows", (list,), [])):
-        row = Table(top.path, raw if isinstance(raw, dict) else {}, f"rows[{i}]")
+    for i, row in enumerate(row_tables(top)):
         row.only({"label", "method", "params", "scenario_params", "paper_row"})
-        method = row.get("method", (str,), required=True)
-        if method not in METHODS:
-            row.fail("method", f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
-        params = dict(row.get("params", (dict,), {}))
+        method, params = row_method(row)
         per_scenario = row.sub("scenario_params")
         per_scenario.only(set(scenarios))
         scenario_params = {s: dict(per_scenario.get(s, (dict,), {})) for s in scenarios}

@@ -43,7 +43,7 @@ from torch.nn import functional as F
 
 from classp.errors import UserError
 from classp.methods.base import SteppedBy
-from classp.methods.per_sample import mean_over_samples
+from classp.methods.per_sample import functional_parts, mean_over_samples
 
 FISHERS = ("sample", "exact", "predicted", "batch")
 MODES = ("separate", "online")
@@ -169,9 +169,7 @@ def _sample_fisher(model, x, y, chunk: int = 256):
         lambda out: F.cross_entropy(out, y[start:stop], reduction="none"), None)], "square", chunk)
     if closed is not None:
         return closed
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    buffers = dict(model.named_buffers())
+    names, params, buffers = functional_parts(model)
 
     def loss_one(theta, xi, yi):
         out = functional_call(model, (theta, buffers), (xi.unsqueeze(0),))
@@ -206,9 +204,7 @@ def _exact_fisher(model, x, chunk: int = 32):
     closed = mean_over_samples(model, x, per_class, "square", chunk * 8)
     if closed is not None:
         return closed
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    buffers = dict(model.named_buffers())
+    names, params, buffers = functional_parts(model)
 
     def log_probs(theta, xi):
         out = functional_call(model, (theta, buffers), (xi.unsqueeze(0),))

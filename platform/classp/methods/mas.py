@@ -18,7 +18,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from classp.methods.base import SteppedBy, check_choice
-from classp.methods.per_sample import mean_over_samples
+from classp.methods.per_sample import functional_parts, mean_over_samples
 from classp.scenarios import seen_outputs
 
 ESTIMATES = ("sample", "batch")
@@ -67,9 +67,7 @@ def sample_importance(model, x, chunk: int = 256) -> list[torch.Tensor]:
         lambda out: seen_outputs(model, out).pow(2).sum(1), None)], "abs", chunk)
     if closed is not None:
         return closed
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    buffers = dict(model.named_buffers())
+    names, params, buffers = functional_parts(model)
 
     def squared_norm(theta, xi):
         out = functional_call(model, (theta, buffers), (xi.unsqueeze(0),))

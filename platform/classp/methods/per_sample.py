@@ -82,3 +82,11 @@ def linear_sums(model: nn.Module, linears: list[nn.Linear], x: Tensor,
         if m.bias is not None:
             sums[id(m.bias)] += d.sum(0)
     return sums
+
+
+def functional_parts(model: nn.Module) -> tuple[list[str], dict[str, Tensor], dict[str, Tensor]]:
+    """What torch.func's per-sample gradients need: the trainable parameters' names, the
+    parameters (detached) and the buffers, by name."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    return names, params, dict(model.named_buffers())
