@@ -38,8 +38,11 @@ def test_the_spec_holds_hsu_s_published_settings():
     spec = _spec()
     assert (spec.sequence, spec.protocol, spec.seeds, spec.scenarios) == (
         "split-mnist", "hsu2018", 10, ("task", "domain", "class"))
-    by_row = {r.paper_row: r for r in spec.rows}
+    by_row = {r.paper_row: r for r in spec.rows}  # the last offline row: theirs exactly
     assert set(by_row) == set(HSU2018_SPLIT_MNIST.rows)
+    assert [r.paper_row for r in spec.rows].count("offline") == 2
+    growing, final = (r for r in spec.rows if r.paper_row == "offline")
+    assert (growing.params.get("union", "growing"), final.params["union"]) == ("growing", "final")
     assert by_row["adam"].params == {"lr": 0.001}
     assert by_row["sgd"].params == {"lr": 0.01} and by_row["adagrad"].params == {"lr": 0.01}
     for row in ("l2", "ewc", "online-ewc", "si", "offline"):
@@ -99,8 +102,8 @@ def test_a_small_table_runs_tracks_every_run_and_rebuilds_from_its_output(tmp_pa
     assert set(lines) == {("SGD", "task"), ("L2 (ours)", "task"), ("SGD", "class"), ("L2 (ours)", "class")}
     assert "97.98 ± 0.09" in lines[("SGD", "task")] and "19.46 ± 0.04" in lines[("SGD", "class")]
     assert "(not in the paper)" in lines[("L2 (ours)", "task")]
-    assert re.search(r"\d+\.\d\d ± \d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\]\s+(yes|no)\s+[+-]\d+\.\d\d$",
-                     lines[("SGD", "class")])
+    assert re.search(r"\d+\.\d\d ± \d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\]\s+(yes|no)\s+"
+                     r"[+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]$", lines[("SGD", "class")])
     # every run tracked: a child run per row, scenario and seed, tagged with its scenario
     client = MlflowClient(uri)
     children = client.search_runs([e.experiment_id for e in client.search_experiments()],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from classp import stats
@@ -77,3 +78,23 @@ def test_fewer_than_two_shared_seeds_give_no_interval():
 def test_non_finite_values_are_refused():
     with pytest.raises(ValueError, match="non-finite"):
         stats.summarize([1.0, float("nan")])
+
+
+def test_the_welch_interval_is_scipy_s_for_two_independent_samples():
+    from scipy import stats as sp
+
+    from classp.stats import summarize, welch_interval
+
+    a = [92.1, 90.3, 89.3, 94.3, 92.6, 89.1, 89.5, 94.9, 94.2, 91.8]
+    b = [93.0, 95.1, 91.2, 96.4, 92.8, 94.0]
+    want = sp.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    low, high = welch_interval(summarize(a), float(np.mean(b)), float(np.std(b, ddof=1)), len(b))
+    assert (low, high) == pytest.approx((want.low, want.high))
+
+
+def test_a_published_std_over_n_becomes_a_sample_std():
+    from classp.literature import HSU2018_SPLIT_MNIST
+
+    runs = [1.0, 2.0, 4.0, 7.0, 1.0, 2.0, 4.0, 7.0, 3.0, 9.0]
+    assert HSU2018_SPLIT_MNIST.runs == len(runs) and HSU2018_SPLIT_MNIST.std_ddof == 0
+    assert HSU2018_SPLIT_MNIST.sample_std(float(np.std(runs))) == pytest.approx(np.std(runs, ddof=1))

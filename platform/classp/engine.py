@@ -343,7 +343,8 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
 
     status, diverged_at, step = "finished", None, 0
     progress = _progress_bar(config, sum(
-        iterations[k] if iterations else e * math.ceil(_train_size(tasks, k, method) / batch_size)
+        0 if method.skips_task(k, len(tasks)) else iterations[k] if iterations
+        else e * math.ceil(_train_size(tasks, k, method) / batch_size)
         for k, e in enumerate(epochs)))
     sums = RunningSums(device)
     # Joint training with a head per task picks heads per sample, set batch by batch from
@@ -364,8 +365,8 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
                 # Joint training mixes tasks in a batch: with a head per task, each sample's own.
                 per_sample_heads = heads is not None and train.task_ids is not None \
                     and sequence.scenario == "task"
-                passes, last_step = epochs[k], None
-                if iterations:  # whole shuffled passes until the task's step count is reached
+                passes, last_step = (0 if method.skips_task(k, len(tasks)) else epochs[k]), None
+                if iterations and passes:  # shuffled passes until the task's step count
                     passes = math.ceil(iterations[k] / math.ceil(len(train) / batch_size))
                     last_step = step + iterations[k]
                 every = report_every(config.log_every, iterations[k] if iterations

@@ -3,8 +3,8 @@
 scenario, as published.
 
 ACC is the mean test accuracy (%) over all tasks after the last one. Hsu et al. report
-numpy's std (over the runs, n in the denominator); we print ours with n - 1, and compare
-means through our 95% interval.
+numpy's std (over the runs, n in the denominator); `sample_std` turns it into the sample
+standard deviation (n - 1) that ours is, for comparing the two means.
 """
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ class ReferenceTable:
     sequence: str
     protocol: str
     rows: dict[str, dict[str, tuple[float, float]]]  # row -> scenario -> (mean %, std %)
+    std_ddof: int = 0  # the published std's denominator: n - std_ddof
+
+    def sample_std(self, std: float) -> float:
+        """A published std as a sample standard deviation (n - 1 in the denominator)."""
+        return std * (self.runs - self.std_ddof) ** 0.5 / (self.runs - 1) ** 0.5
 
 
 HSU2018_SPLIT_MNIST = ReferenceTable(

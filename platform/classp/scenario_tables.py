@@ -216,7 +216,7 @@ def format_scenario_table(spec: ScenarioTableSpec, cells: dict, title: str, seed
                           scenarios: tuple[str, ...] | None = None) -> str:
     reference = REFERENCE_TABLES[spec.table]
     header = ["row", "scenario", f"paper (n={reference.runs})", "ours", "paper in CI?",
-              "ours - paper"]
+              "ours - paper [95% CI]"]
     lines = []
     for scenario in scenarios or spec.scenarios:
         for i, row in enumerate(spec.rows):
@@ -232,11 +232,17 @@ def format_scenario_table(spec: ScenarioTableSpec, cells: dict, title: str, seed
                     inside = "yes" if summary.contains(mean) else "no"
                 if summary.n >= 1:
                     gap = f"{summary.mean - mean:+.2f}"
+                if summary.n >= 2:
+                    low, high = stats.welch_interval(summary, mean, reference.sample_std(std),
+                                                     reference.runs)
+                    gap += f" [{low:+.2f}, {high:+.2f}]"
             lines.append([row.label, scenario, paper, _ours(cell), inside, gap])
     widths = [max(len(r[c]) for r in [header, *lines]) for c in range(len(header))]
     out = [title,
            f"paper: mean ± std over {reference.runs} runs, {reference.source}",
-           f"ours: mean ± std [95% bootstrap CI of the mean] over {seeds} seed(s) (0 to {seeds - 1})",
+           f"ours: mean ± std [95% bootstrap CI of the mean] over {seeds} seed(s) (0 to {seeds - 1}); "
+           f"paper in CI?: the published mean inside our interval; ours - paper: the difference "
+           f"of the means with its 95% Welch interval (both spreads, the published std as n - 1)",
            "  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines]
     return "\n".join(out)

@@ -140,6 +140,22 @@ class Paired:
         return d.n >= 2 and (d.low > 0 or d.high < 0)
 
 
+def welch_interval(a: Summary, mean_b: float, std_b: float, n_b: int,
+                   confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The 95% interval of mean(a) - mean_b for two independent samples (Welch's t, its
+    degrees of freedom by Welch-Satterthwaite): how far our mean is from a published one,
+    given both spreads. std_b is a sample standard deviation (n - 1)."""
+    from scipy import stats
+
+    va, vb = a.std ** 2 / a.n, std_b ** 2 / n_b
+    if a.n < 2 or n_b < 2 or va + vb == 0:
+        return (math.nan, math.nan)
+    dof = (va + vb) ** 2 / (va ** 2 / (a.n - 1) + vb ** 2 / (n_b - 1))
+    half = stats.t.ppf(0.5 + confidence / 2, dof) * math.sqrt(va + vb)
+    d = a.mean - mean_b
+    return d - half, d + half
+
+
 def paired_difference(a: Mapping[int, float], b: Mapping[int, float], name_a: str = "a",
                       name_b: str = "b", confidence: float = CONFIDENCE) -> Paired:
     """a - b over the seeds both have. `a` and `b` map seed -> value."""

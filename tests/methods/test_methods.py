@@ -225,6 +225,14 @@ def test_si_importance_accumulates_over_tasks(digits):
     assert si.penalty(model).item() == 0.0  # at the new anchor
 
 
+def test_joint_training_on_the_final_union_trains_only_at_the_last_task(digits):
+    result = run(_config("joint", lr=0.1, union="final"), sequence=digits)
+    every = sum(len(t.train) for t in digits.tasks)
+    assert result.steps == -(-every // 32)  # the last task's one epoch over all the data
+    assert result.accuracy["test"][1] == result.accuracy["test"][0]  # untrained until then
+    assert result.metrics["test"]["acc"] > 0.8
+
+
 def test_joint_training_sees_every_task_so_far(digits):
     result = run(_config("joint", lr=0.1), sequence=digits)
     sgd = run(_config("sgd", lr=0.1), sequence=digits)

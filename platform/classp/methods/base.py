@@ -121,6 +121,10 @@ class Method:
     def begin_task(self, task_index: int, model: nn.Module, optimizer) -> None:
         """Called before training task `task_index` (0-based)."""
 
+    def skips_task(self, task_index: int, num_tasks: int) -> bool:
+        """True: train nothing on this task (its end and its evaluation still happen)."""
+        return False
+
     def penalty(self, model: nn.Module) -> Tensor | None:
         """A regulariser added to the task loss, or None."""
         return None
