@@ -10,7 +10,7 @@ from classp import scenarios
 from classp.data import DataOptions, load_sequence
 from classp.engine import RunConfig, run
 from classp.errors import UserError
-from classp.scenarios import OutputHeads
+from classp.scenarios import ActiveOutputs, OutputHeads
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +53,19 @@ class HeadLog:
     def __init__(self):
         self.evaluated, self.trained = [], []
 
-    def install(self, heads: OutputHeads):
-        original = heads.forward
+    def install(self, layer):
+        original = layer.forward
 
         def forward(h):
-            log = self.trained if heads.training else self.evaluated
-            log.append((heads.active, heads.masked, tuple((heads.mask == 0).nonzero().flatten().tolist())))
+            log = self.trained if layer.training else self.evaluated
+            if isinstance(layer, OutputHeads):
+                log.append((layer.active, None, ()))
+            else:
+                visible = tuple((layer.mask == 0).nonzero().flatten().tolist())
+                log.append((None, layer.masked, visible))
             return original(h)
 
-        heads.forward = forward
+        layer.forward = forward
 
 
 def _run_logging_heads(monkeypatch, scenario, method="sgd"):
@@ -129,8 +133,26 @@ def test_class_incremental_trains_on_the_classes_seen_so_far_and_evaluates_every
 
 def test_domain_incremental_keeps_the_model_as_built(monkeypatch):
     result, log = _run_logging_heads(monkeypatch, "domain")
-    assert log.trained == [] and log.evaluated == []  # no OutputHeads at all
+    assert log.trained == [] and log.evaluated == []  # no output layer of its own at all
     assert result.num_parameters == 64 * 256 + 256 + 256 * 256 + 256 + 256 * 2 + 2
+
+
+def test_class_incremental_keeps_the_model_s_parameters_their_names_and_initialisation():
+    from classp.models import build_model
+
+    sequence = load_sequence("split-digits", DataOptions(scenario="class"))
+    torch.manual_seed(3)
+    plain = build_model("mlp", sequence.input)
+    torch.manual_seed(3)
+    model = build_model("mlp", sequence.input)
+    layer = scenarios.install(model, sequence)
+    assert isinstance(layer, ActiveOutputs) and isinstance(model.net[5], ActiveOutputs)
+    named, plain_named = dict(model.named_parameters()), dict(plain.named_parameters())
+    assert list(named) == list(plain_named)  # net.5.weight, not net.5.heads.0.weight
+    for name, p in named.items():
+        assert torch.equal(p, plain_named[name])
+    assert torch.equal(torch.rand(3), (torch.manual_seed(3), build_model("mlp", sequence.input),
+                                       torch.rand(3))[2])  # no draw from the seeded stream
 
 
 def test_the_scenario_is_logged_with_the_run_settings():

@@ -69,9 +69,8 @@ def apply(sequence, scenario: str):
 
 
 class OutputHeads(nn.Module):
-    """The model's output layer as the scenarios need it: one linear head per task, of
-    which `active` computes the output (or, for a batch mixing tasks, each sample's own:
-    `sample_tasks`), and a mask over the outputs (class-incremental training)."""
+    """A head per task (task-incremental): `active` picks the head that computes the
+    output, or, for a batch mixing tasks (joint training), `sample_tasks` each sample's."""
 
     def __init__(self, first: nn.Linear, count: int):
         super().__init__()
@@ -80,33 +79,48 @@ class OutputHeads(nn.Module):
         self.heads = nn.ModuleList([first, *rest])
         self.active = 0
         self.sample_tasks: Tensor | None = None
+
+    def forward(self, h: Tensor) -> Tensor:
+        if self.sample_tasks is None:
+            return self.heads[self.active](h)
+        every = torch.stack([head(h) for head in self.heads], 1)
+        return every[torch.arange(len(h), device=h.device), self.sample_tasks]
+
+
+class ActiveOutputs(nn.Linear):
+    """The model's last linear layer whose outputs of classes not seen yet are masked while
+    `masked` (class-incremental training). Its parameters are the layer's own, under the
+    layer's names, so runs read the same in every scenario."""
+
+    def __init__(self, layer: nn.Linear):
+        # built on the meta device: no second initialisation, no draw from the seeded stream
+        super().__init__(layer.in_features, layer.out_features, bias=layer.bias is not None,
+                         device="meta")
+        self.weight, self.bias = layer.weight, layer.bias
         self.masked = False
-        self.register_buffer("mask", torch.zeros(first.out_features), persistent=False)
+        self.register_buffer("mask", torch.zeros(layer.out_features, device=layer.weight.device),
+                             persistent=False)
+
+    def forward(self, h: Tensor) -> Tensor:
+        out = super().forward(h)
+        return out + self.mask if self.masked else out
 
     def seen(self, out: Tensor) -> Tensor:
         """`out` with the masked outputs set to 0: what an importance that reads the output
         itself (MAS) may see of it."""
         return out.masked_fill(self.mask != 0, 0.0) if self.masked else out
 
-    def forward(self, h: Tensor) -> Tensor:
-        if self.sample_tasks is not None:
-            every = torch.stack([head(h) for head in self.heads], 1)
-            out = every[torch.arange(len(h), device=h.device), self.sample_tasks]
-        else:
-            out = self.heads[self.active](h)
-        return out + self.mask if self.masked else out
-
 
 def seen_outputs(model: nn.Module, out: Tensor) -> Tensor:
     """The model's output without the outputs its scenario masks (unchanged without one)."""
-    heads = next((m for m in model.modules() if isinstance(m, OutputHeads)), None)
-    return out if heads is None else heads.seen(out)
+    layer = next((m for m in model.modules() if isinstance(m, ActiveOutputs)), None)
+    return out if layer is None else layer.seen(out)
 
 
-def install(model: nn.Module, sequence) -> OutputHeads | None:
-    """Replace the model's last linear layer by an `OutputHeads` where the scenario needs
-    one (task: a head per task; class: the mask); None for domain-incremental sequences,
-    whose model stays as built."""
+def install(model: nn.Module, sequence) -> OutputHeads | ActiveOutputs | None:
+    """Put the scenario's output layer in place of the model's last linear layer: a head per
+    task (task), the active outputs (class); None for domain-incremental sequences, whose
+    model stays as built."""
     if sequence.scenario == "domain":
         return None
     parent, name, last = None, None, None
@@ -117,32 +131,29 @@ def install(model: nn.Module, sequence) -> OutputHeads | None:
     if last is None:
         raise UserError(f"the {sequence.scenario} scenario needs a model whose output layer is "
                         f"linear")
-    heads = OutputHeads(last, sequence.input.heads if sequence.scenario == "task" else 1)
-    setattr(parent, name, heads)
-    return heads
+    layer = OutputHeads(last, sequence.input.heads) if sequence.scenario == "task" \
+        else ActiveOutputs(last)
+    setattr(parent, name, layer)
+    return layer
 
 
-def for_training(heads: OutputHeads | None, sequence, k: int) -> None:
-    """Point the output layer at task k for training (and the method's end of task)."""
-    if heads is None:
-        return
-    heads.sample_tasks = None
-    if sequence.scenario == "task":
-        heads.active = k
-        return
-    seen = sorted({c for task in sequence.tasks[: k + 1] for c in task.classes})
-    mask = torch.full_like(heads.mask, MASKED_LOGIT)
-    mask[seen] = 0.0
-    heads.mask.copy_(mask)
-    heads.masked = True
+def for_training(layer, sequence, k: int) -> None:
+    """Point the output layer at task k for training (and the method's end of task): its
+    head (task), the classes of tasks 1..k (class)."""
+    if isinstance(layer, OutputHeads):
+        layer.active, layer.sample_tasks = k, None
+    elif isinstance(layer, ActiveOutputs):
+        seen = sorted({c for task in sequence.tasks[: k + 1] for c in task.classes})
+        mask = torch.full_like(layer.mask, MASKED_LOGIT)
+        mask[seen] = 0.0
+        layer.mask.copy_(mask)
+        layer.masked = True
 
 
-def for_evaluation(heads: OutputHeads | None, sequence, j: int) -> None:
+def for_evaluation(layer, sequence, j: int) -> None:
     """Point the output layer at task j for evaluation: its own head (task), every output
     (class)."""
-    if heads is None:
-        return
-    heads.sample_tasks = None
-    if sequence.scenario == "task":
-        heads.active = j
-    heads.masked = False
+    if isinstance(layer, OutputHeads):
+        layer.active, layer.sample_tasks = j, None
+    elif isinstance(layer, ActiveOutputs):
+        layer.masked = False

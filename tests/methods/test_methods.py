@@ -13,7 +13,7 @@ from classp.engine import RunConfig, run
 from classp.errors import UserError
 from classp.methods import build_method
 from classp.methods.ewc import EWC
-from classp.scenarios import OutputHeads
+from classp.scenarios import ActiveOutputs
 
 
 class Recorder:
@@ -119,7 +119,7 @@ def _independent_sample_fisher(model, x, y):
     are masked (the copy was taken after evaluation, which reads every output)."""
     model = copy.deepcopy(model).eval()
     for module in model.modules():
-        if isinstance(module, OutputHeads):
+        if isinstance(module, ActiveOutputs):
             module.masked = True
     params = list(model.parameters())
     total = [torch.zeros_like(p) for p in params]
