@@ -1,7 +1,8 @@
 """The README's sample output is what the code prints: the quick start is rerun here and its
 printed block compared with the README's, line by line. A change that alters the numbers
 fails this test until the README shows the new ones (run this file with `--update` to
-write them: `python tests/test_readme.py --update`).
+write them: `python tests/test_readme.py --update`; `--update --tables-only` rebuilds the
+reproduced tables from their kept outputs without rerunning the quick start).
 
 Training reproduces bit for bit on one kind of machine only: another CPU's vector kernels
 round differently, and the trajectories part. The README names the machine that printed
