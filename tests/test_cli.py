@@ -93,3 +93,14 @@ def test_top_level_help_shows_three_examples():
     assert out.returncode == 0
     examples = out.stdout.split("examples:")[1].strip().splitlines()
     assert len(examples) == 3 and all(e.strip().startswith("classp ") for e in examples)
+
+
+def test_the_run_flags_offer_exactly_the_protocols_and_scenarios_the_engine_knows():
+    # the parser spells its choices out (building it must not import torch); they must not drift
+    from classp.cli import build_parser
+    from classp.data import PROTOCOLS
+    from classp.scenarios import SCENARIOS
+
+    run_parser = build_parser()._subparsers._group_actions[0].choices["run"]
+    choices = {a.dest: tuple(a.choices) for a in run_parser._actions if a.choices}
+    assert choices["protocol"] == PROTOCOLS and choices["scenario"] == SCENARIOS

@@ -396,10 +396,11 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
                         break
                 if window.steps:
                     window.close(step, k, epoch)
+                if per_sample_heads:  # the end of task reads task k's head
+                    heads.sample_tasks = None
 
                 # 5. The method's end of task (EWC's Fisher, SI's importance) with the task's
                 #    head, then evaluate every task: row k+1 of R.
-                scenarios.for_training(heads, sequence, k)
                 method.end_task(k, model, task.train.x, task.train.y)
                 row = {s: evaluate_all(s) for s in splits}
                 for s in splits:

@@ -187,7 +187,7 @@ def reproduce_scenarios(spec: ScenarioTableSpec, seeds: int | None = None, subsa
                         outcome = f"{result.status} at step {(result.diverged_at or {}).get('step')}"
                     echo(f"[{done}/{total}] {row.label} | {scenario} | seed {seed}: {outcome} "
                          f"({result.seconds:.0f} s)")
-    title = _title(spec, subsample)
+    title = _title(spec, f"subsample {subsample:g} of every split" if subsample < 1 else "full data")
     table = format_scenario_table(spec, cells, title, seeds, chosen)
     echo(table)
     tracking.client.log_text(parent, table, "reproduce_table.txt")
@@ -195,8 +195,7 @@ def reproduce_scenarios(spec: ScenarioTableSpec, seeds: int | None = None, subsa
     return table
 
 
-def _title(spec: ScenarioTableSpec, subsample: float) -> str:
-    scale = f"subsample {subsample:g} of every split" if subsample < 1 else "full data"
+def _title(spec: ScenarioTableSpec, scale: str) -> str:
     return (f"{spec.name}: ACC (%), the mean test accuracy over all tasks after the last; "
             f"{spec.sequence}, protocol {spec.protocol}, {scale}")
 
@@ -281,8 +280,7 @@ def scenario_table_from_logs(spec: ScenarioTableSpec, paths: list[Path], echo=pr
         raise UserError(f"no run lines found in {', '.join(map(str, paths))}; give the output "
                         f"that `classp reproduce` printed")
     seeds = max(len(c.acc) + len(c.diverged) for c in cells.values())
-    title = (f"{spec.name}: ACC (%), the mean test accuracy over all tasks after the last; "
-             f"{spec.sequence}, protocol {spec.protocol}, from {len(paths)} output(s)")
+    title = _title(spec, f"from {len(paths)} output(s)")
     table = format_scenario_table(spec, cells, title, seeds)
     echo(table)
     return table

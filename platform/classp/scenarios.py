@@ -111,10 +111,20 @@ class ActiveOutputs(nn.Linear):
         return out.masked_fill(self.mask != 0, 0.0) if self.masked else out
 
 
+def _active_outputs(model: nn.Module) -> ActiveOutputs | None:
+    return next((m for m in model.modules() if isinstance(m, ActiveOutputs)), None)
+
+
 def seen_outputs(model: nn.Module, out: Tensor) -> Tensor:
     """The model's output without the outputs its scenario masks (unchanged without one)."""
-    layer = next((m for m in model.modules() if isinstance(m, ActiveOutputs)), None)
+    layer = _active_outputs(model)
     return out if layer is None else layer.seen(out)
+
+
+def seen_count(model: nn.Module, out: Tensor) -> int:
+    """How many of the output's columns are not masked."""
+    layer = _active_outputs(model)
+    return out.shape[1] if layer is None or not layer.masked else int((layer.mask == 0).sum())
 
 
 def install(model: nn.Module, sequence) -> OutputHeads | ActiveOutputs | None:

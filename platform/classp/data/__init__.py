@@ -19,9 +19,9 @@ from classp.data.base import (
 )
 from classp.errors import UserError
 from classp.models import InputShape
-from classp.scenarios import SCENARIOS, check_scenario
+from classp.scenarios import check_scenario
 
-__all__ = ["SEQUENCES", "PROTOCOLS", "SCENARIOS", "DataOptions", "Split", "Task", "TaskSequence",
+__all__ = ["SEQUENCES", "PROTOCOLS", "DataOptions", "Split", "Task", "TaskSequence",
            "TrainingProtocol", "load_sequence", "default_data_dir"]
 
 PAIRS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]

@@ -69,8 +69,6 @@ def check_choice(method: str, key: str, value: str, allowed: tuple[str, ...]) ->
                         f"{', '.join(allowed)}")
 
 
-
-
 def _check_type(method: str, key: str, value: Any, default: Any) -> None:
     """A value (from a spec or `--param`) has its default's kind: a finite number where the
     default is a number, true/false where it is a flag, a name where it is a name."""

@@ -71,7 +71,6 @@ class EWC(SteppedBy):
         self.steps_done = 0
         self.penalty_from_step = 1  # published-vision: the first step after epoch 1
 
-
     @property
     def published(self) -> bool:
         return self.params["variant"] != "textbook"
@@ -190,9 +189,10 @@ def _sample_fisher(model, x, y, chunk: int = 256):
     return [total[n] / max(len(y), 1) for n in names]
 
 
-def _exact_fisher(model, x, chunk: int = 32):
-    """mean over samples of sum_c p(c|x) (d log p(c|x) / dw)^2: per sample and class, the
-    gradient of the log-probability, weighted by the probability (torch.func)."""
+def _exact_fisher(model, x, chunk: int = 32, closed_chunk: int = 256):
+    """mean over samples of sum_c p(c|x) (d log p(c|x) / dw)^2: per class, the squared
+    gradients of the log-probability weighted by the probability; closed form for linear
+    layers, else torch.func's per-sample Jacobians (`chunk` samples at a time)."""
     from torch.func import functional_call, jacrev, vmap
 
     def per_class(start, stop):  # each class's squared gradients, weighted by its probability
@@ -201,7 +201,7 @@ def _exact_fisher(model, x, chunk: int = 32):
         return [(lambda out, c=c: F.log_softmax(out, 1)[:, c], probs[:, c])
                 for c in range(probs.shape[1])]
 
-    closed = mean_over_samples(model, x, per_class, "square", chunk * 8)
+    closed = mean_over_samples(model, x, per_class, "square", closed_chunk)
     if closed is not None:
         return closed
     names, params, buffers = functional_parts(model)

@@ -19,7 +19,7 @@ from torch.func import functional_call, grad, vmap
 
 from classp.methods.base import SteppedBy, check_choice
 from classp.methods.per_sample import functional_parts, mean_over_samples
-from classp.scenarios import seen_outputs
+from classp.scenarios import seen_count, seen_outputs
 
 ESTIMATES = ("sample", "batch")
 
@@ -89,10 +89,8 @@ def batch_importance(model, x, batch: int) -> list[torch.Tensor]:
     batches = 0
     for start in range(0, len(x), batch):
         out = model(x[start:start + batch])
-        seen = seen_outputs(model, out)
         # the mean over samples and the outputs seen (Hsu's `pred[:, :valid_out_dim]`)
-        outputs = int((seen == out).all(0).sum())  # a masked output differs in every row
-        loss = seen.pow(2).sum() / (len(out) * outputs)
+        loss = seen_outputs(model, out).pow(2).sum() / (len(out) * seen_count(model, out))
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         for t, g in zip(total, grads):
             if g is not None:
