@@ -137,8 +137,10 @@ def test_a_bad_table_spec_is_one_line_naming_the_key(tmp_path, edit, message):
     spec.write_text(edit(SMALL))
     with pytest.raises(UserError, match=message):
         _spec(spec)
-    done = run_classp("reproduce", spec, "--seeds", "1")
+    home = tmp_path / "home"
+    done = run_classp("reproduce", spec, "--seeds", "1", env={"CLASSP_HOME": str(home)})
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert not home.exists()  # refused before any store or run was made
 
 
 def test_from_logs_refuses_runs_of_another_spec_and_files_without_runs(tmp_path):
@@ -159,10 +161,12 @@ def test_from_logs_refuses_runs_of_another_spec_and_files_without_runs(tmp_path)
 
 
 def test_scenario_flags_belong_to_their_kind_of_table(tmp_path):
+    home = {"CLASSP_HOME": str(tmp_path / "home")}
     done = run_classp("reproduce", REPO / "studies" / "paper-table1.toml", "--scenarios", "task",
-                      "--from-logs", HSU)
+                      "--from-logs", HSU, env=home)
     assert done.returncode == 2 and "--scenarios is for the field's tables" in done.stderr
-    done = run_classp("reproduce", HSU, "--rules", "algorithm", "--seeds", "1")
+    done = run_classp("reproduce", HSU, "--rules", "algorithm", "--seeds", "1", env=home)
     assert done.returncode == 2 and "--rules is for the CLASSP paper's tables" in done.stderr
-    done = run_classp("reproduce", HSU, "--scenarios", "class,tasks", "--seeds", "1")
+    done = run_classp("reproduce", HSU, "--scenarios", "class,tasks", "--seeds", "1", env=home)
     assert done.returncode == 2 and "--scenarios: 'tasks' is not a scenario" in done.stderr
+    assert not (tmp_path / "home").exists()  # nothing written for any of them
