@@ -33,6 +33,11 @@ def test_fwt_compares_before_training_with_the_untrained_model():
     assert metrics.fwt(R) == pytest.approx(((0.30 - 0.20) + (0.25 - 0.05)) / 2)
 
 
+def test_learning_accuracy_is_each_task_right_after_training_it():
+    assert metrics.learning_accuracy(R) == pytest.approx((0.90 + 0.80 + 0.95) / 3)
+    assert metrics.learning_accuracy([[0.1], [0.9]]) == pytest.approx(0.9)
+
+
 def test_one_task_has_no_transfer():
     one = [[0.1], [0.9]]
     assert (metrics.bwt(one), metrics.fwt(one), metrics.forgetting(one)) == (0.0, 0.0, [])
@@ -40,7 +45,7 @@ def test_one_task_has_no_transfer():
 
 def test_summary_names_every_metric():
     s = metrics.summary(R)
-    assert set(s) == {"acc", "bwt", "forgetting", "fwt", "final_acc_task1", "final_acc_task2",
+    assert set(s) == {"acc", "bwt", "forgetting", "fwt", "learning_acc", "final_acc_task1", "final_acc_task2",
                       "final_acc_task3"}
     assert s["final_acc_task3"] == 0.95
 

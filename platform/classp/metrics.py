@@ -54,6 +54,14 @@ def fwt(R: Matrix) -> float:
     return sum(R[j][j] - R[0][j] for j in range(1, T)) / (T - 1)
 
 
+def learning_accuracy(R: Matrix) -> float:
+    """Mean over tasks of R[j][j] (1-based rows): each task's accuracy right after training
+    it, before anything later could make the model forget it (Riemer et al. 2019). A method
+    whose learning accuracy sits at chance did not learn its tasks at all."""
+    T = _check(R)
+    return sum(R[j + 1][j] for j in range(T)) / T
+
+
 def final_accuracy(R: Matrix) -> list[float]:
     T = _check(R)
     return list(R[T])
@@ -77,7 +85,8 @@ def mean_accuracy(final: list[float]) -> float:
 
 def summary(R: Matrix) -> dict[str, float]:
     """All scalar metrics, named as they are logged."""
-    out = {"acc": acc(R), "bwt": bwt(R), "forgetting": mean_forgetting(R), "fwt": fwt(R)}
+    out = {"acc": acc(R), "bwt": bwt(R), "forgetting": mean_forgetting(R), "fwt": fwt(R),
+           "learning_acc": learning_accuracy(R)}
     for j, a in enumerate(final_accuracy(R)):
         out[f"final_acc_task{j + 1}"] = a
     return out

@@ -33,6 +33,7 @@ TAG_RULE = "classp.rule"
 TAG_TRIAL = "classp.trial"
 TAG_STATE = "classp.state"  # finished, failed, pruned, diverged
 TAG_VERSION = "classp.code_version"
+TAG_REDUCES_TO = "classp.reduces_to"  # on a study's parent: the method its chosen settings are
 
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MAX_METRICS_PER_BATCH = 1000

@@ -36,7 +36,12 @@ def test_the_verdict_panel_matches_what_confirm_printed(confirmed):
     assert info.paired.difference.mean == pytest.approx(paired.difference.mean, abs=1e-9)
     assert info.paired.difference.low == pytest.approx(paired.difference.low, abs=1e-9)
     assert info.sentence in printed  # the same sentence on the page and in the terminal
-    assert printed.splitlines()[-1] == "verdict: " + info.sentence
+    assert "verdict: " + info.sentence in printed.splitlines()
+    # every line confirm printed below its table (each method, the best baseline, chance,
+    # CLASSP's settings named), rebuilt from the tracked runs alone
+    assert info.lines == printed.splitlines()[-len(info.lines):]
+    assert any(line.startswith("best baseline: ") for line in info.lines)
+    assert [p.b for p in info.against] == ["ewc", "sgd"]
 
 
 def test_the_accuracy_panels_read_the_confirmation_runs_values(confirmed):

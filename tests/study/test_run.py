@@ -287,3 +287,66 @@ def test_the_shipped_specs_path_tpe_two_objectives_pareto_best_then_confirm(clas
     confirm(spec, echo=printed.append)
     table = printed[0]
     assert "sgd" in table and "n=2 confirmation seeds (7, 8, never used in tuning)" in table
+
+
+AT_CHANCE_STUDY = """
+[study]
+name = "chance"
+sequence = "split-digits"
+methods = ["classp", "sgd"]
+n_trials = 2
+seeds = [0]
+confirm_seeds = [7, 8]
+
+[run]
+epochs = 5
+subsample = 0.3
+
+[sampler]
+name = "random"
+seed = 0
+
+[methods.classp]
+# threshold 0, power 2, the decay on throughout: AdaGrad with eps inside the root
+fixed = { schedule = "constant", threshold = 0.0, power = 2.0, decay = true }
+[methods.classp.search]
+lr = { low = 1e-2, high = 0.5, log = true }
+
+[methods.sgd.search]
+# steps far too small to learn anything in one epoch
+lr = { low = 1e-9, high = 2e-9, log = true }
+"""
+
+
+def test_a_method_at_chance_is_flagged_and_classps_settings_are_named(classp_home, tmp_path):
+    spec = tmp_path / "chance.toml"
+    spec.write_text(AT_CHANCE_STUDY)
+    out = run_classp("study", "run", spec, "--no-progress")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    classp_note = lines[lines.index(next(x for x in lines if x.startswith("chance.classp:"))) + 2]
+    assert classp_note.startswith("  note: these settings make classp AdaGrad with eps inside the root")
+    sgd_at = lines.index(next(x for x in lines if x.startswith("chance.sgd:")))
+    assert lines[sgd_at + 2].startswith("  warning: the best trial's sgd is at chance: it learns its tasks to ")
+    assert not any("classp is at chance" in x for x in lines)
+
+    out = run_classp("study", "confirm", spec)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(x.startswith("sgd (at chance)") for x in lines)
+    assert any(x.startswith("warning: sgd is at chance") for x in lines)
+    # the only baseline is chosen as the best, and no verdict is drawn against it
+    assert any(x.startswith("best baseline: sgd, chosen by the tuning objective") for x in lines)
+    assert "verdict: none; sgd is at chance (see the warning above), which is a failed run to fix, " \
+           "not a result to beat" in lines
+    assert not any(x.startswith("verdict: classp keeps") or x.startswith("verdict: No difference")
+                   for x in lines)
+    assert lines[-1].startswith("note: classp's chosen settings are AdaGrad with eps inside the root")
+    # the parent runs keep what the dashboard needs to say the same
+    client = _client(classp_home)
+    parents = {r.data.tags["classp.method"]: r for r in _runs(client, "study")}
+    assert parents["classp"].data.tags["classp.reduces_to"].startswith("AdaGrad with eps inside the root")
+    assert "classp.reduces_to" not in parents["sgd"].data.tags
+    sgd = parents["sgd"].data.metrics
+    # split-digits is class-incremental: ten classes
+    assert sgd["confirm.test.learned"] < 0.28 and sgd["confirm.test.chance"] == pytest.approx(0.1)

@@ -32,7 +32,7 @@ class _Panel(NamedTuple):
 
 
 PANELS = {
-    "verdict": _Panel("Verdict: CLASSP against EWC", P.verdict_info, P.draw_verdict, "confirm"),
+    "verdict": _Panel("Verdict: CLASSP against EWC, each method and the best baseline", P.verdict_info, P.draw_verdict, "confirm"),
     "table1": _Panel("Final accuracy per task", P.table1_info, P.draw_table1, "confirm"),
     "matrices": _Panel("Accuracy matrices", P.matrices_info,
                        lambda info, split: P.draw_matrices(info), "confirm"),
@@ -66,6 +66,9 @@ def _table(info: P.SummaryInfo) -> str:
 
 def _verdict_text(info: P.VerdictInfo) -> str:
     text = f'<p class="verdict"><strong>{html.escape(info.sentence)}</strong></p>'
+    # The lines `classp study confirm` prints, rebuilt from the same runs: the comparisons
+    # with every method, the best baseline, chance warnings and what CLASSP's settings are.
+    text += '<pre class="verdicts">' + html.escape("\n".join(info.lines)) + "</pre>"
     if info.paper is not None:
         a_mean, b_mean, task = info.paper
         text += (f'<p class="meta">The paper claims {a_mean:.2f}% against {b_mean:.2f}% on {task} '

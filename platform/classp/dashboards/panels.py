@@ -11,9 +11,10 @@ from typing import NamedTuple
 
 from classp import metrics, stats
 from classp.colours import colour
-from classp.confirmation import VERDICT_PAIR
+from classp.confirmation import VERDICT_PAIR, MethodOutcome, verdict_lines, verdict_sentence
 from classp.dashboards.runs import ExperimentRuns, RunRecord
 from classp.paper import PUBLISHED_SPLIT, published
+from classp.tracking import TAG_REDUCES_TO
 
 CI_LEGEND = "error bars: 95% bootstrap CI of the mean over the confirmation seeds"
 
@@ -31,13 +32,15 @@ def _finished(runs: list[RunRecord]) -> list[RunRecord]:
     return [r for r in runs if r.state == "finished"]
 
 
-# -- 0. the verdict: CLASSP against EWC, paired by seed ---------------------------------
+# -- 0. the verdict: CLASSP against EWC, every other method and the best baseline -------
 
 class VerdictInfo(NamedTuple):
     paired: stats.Paired  # a - b in old-task accuracy (points), paired by confirmation seed
     sentence: str
     paper: tuple[float, float, str] | None  # (CLASSP mean, EWC mean, the task) as published
     split: str
+    against: list[stats.Paired]  # CLASSP minus each other method with confirmation runs
+    lines: list[str]  # what `classp study confirm` prints below its table, from these runs
 
 
 def _per_seed_old_accuracy(runs: list[RunRecord], split: str) -> dict[int, float]:
@@ -47,6 +50,24 @@ def _per_seed_old_accuracy(runs: list[RunRecord], split: str) -> dict[int, float
         if final and "confirm_seed" in r.params:
             out[int(r.params["confirm_seed"])] = 100 * metrics.old_task_accuracy(final)
     return out
+
+
+def _outcome(exp: ExperimentRuns, method: str, split: str) -> MethodOutcome:
+    """A method's confirmation, rebuilt from its tracked runs as `confirm` built it."""
+    outcome = MethodOutcome()
+    parents = exp.of("study", method)
+    chance = parents[0].metrics.get("confirm.test.chance") if parents else None
+    for r in exp.of("confirm", method):
+        seed = int(r.params.get("confirm_seed", -1))
+        final = r.final_accuracies(split)
+        if r.state == "finished" and final:
+            outcome.finals[seed] = final
+            if f"{split}.learning_acc" in r.metrics and chance is not None:
+                outcome.learned[seed] = r.metrics[f"{split}.learning_acc"]
+                outcome.chances = [chance]
+        elif r.state == "diverged":
+            outcome.diverged.append(seed)
+    return outcome
 
 
 def verdict_info(exp: ExperimentRuns, methods: list[str], split: str) -> VerdictInfo | None:
@@ -64,28 +85,44 @@ def verdict_info(exp: ExperimentRuns, methods: list[str], split: str) -> Verdict
     if old_tasks:
         task = old_tasks[0]
         paper = (pa[task][0], pb[task][0], task)
-    return VerdictInfo(paired, stats.verdict(paired), paper, split)
+    outcomes = {m: _outcome(exp, m, split) for m in methods}
+    outcomes = {m: o for m, o in outcomes.items() if o.finals or o.diverged}
+    parents = {m: exp.of("study", m)[0] for m in outcomes if exp.of("study", m)}
+    scores = {m: p.metrics["confirm.tuning_score"] for m, p in parents.items()
+              if "confirm.tuning_score" in p.metrics}
+    reductions = {m: p.tags[TAG_REDUCES_TO] for m, p in parents.items() if TAG_REDUCES_TO in p.tags}
+    names = sorted({k.removeprefix("best.") for p in parents.values() for k in p.metrics
+                    if k.startswith("best.")})
+    objective = names[0] if len(names) == 1 else f"the mean of {' and '.join(names)}"
+    against = [stats.paired_difference(per_a, _per_seed_old_accuracy(exp.of("confirm", m), split), a, m)
+               for m in outcomes if m != a and outcomes[m].finals]
+    lines = verdict_lines(outcomes, scores, objective, reductions)
+    return VerdictInfo(paired, verdict_sentence(paired, outcomes), paper, split, against, lines)
 
 
 def draw_verdict(info: VerdictInfo, split: str):
     import plotly.graph_objects as go
 
-    d = info.paired.difference
     fig = go.Figure()
-    fig.add_trace(go.Scatter(
-        x=[d.mean], y=[f"ours ({split}, n={d.n} seeds)"], mode="markers", marker=dict(size=12),
-        name=f"ours: {info.paired.a} - {info.paired.b}, 95% CI (t, paired by seed)",
-        error_x=dict(type="data", symmetric=False, array=[max(d.high - d.mean, 0) if d.n > 1 else 0],
-                     arrayminus=[max(d.mean - d.low, 0) if d.n > 1 else 0])))
+    for i, p in enumerate(info.against):
+        d = p.difference
+        fig.add_trace(go.Scatter(
+            x=[d.mean], y=[f"{p.a} - {p.b} ({split}, n={d.n})"], mode="markers",
+            marker=dict(size=12, color=colour(i + 1)), showlegend=False,
+            error_x=dict(type="data", symmetric=False, array=[max(d.high - d.mean, 0) if d.n > 1 else 0],
+                         arrayminus=[max(d.mean - d.low, 0) if d.n > 1 else 0])))
     if info.paper is not None:
         a_mean, b_mean, task = info.paper
         fig.add_trace(go.Scatter(
-            x=[a_mean - b_mean], y=[f"paper ({PUBLISHED_SPLIT} sets, {task})"], mode="markers",
-            marker=dict(size=12, symbol="diamond"),
+            x=[a_mean - b_mean], y=[f"paper: {info.paired.a} - {info.paired.b} ({PUBLISHED_SPLIT} sets, {task})"],
+            mode="markers", marker=dict(size=12, symbol="diamond"),
             name=f"paper: difference of its published means ({a_mean:.2f} - {b_mean:.2f}), no CI given"))
     fig.add_vline(x=0, line_dash="dot")
-    fig.update_layout(height=260, xaxis_title=f"{info.paired.a} - {info.paired.b}: old-task accuracy (points)",
-                      title="Does CLASSP keep old tasks better than EWC?", legend=dict(orientation="h", y=-0.5))
+    fig.update_layout(height=160 + 40 * (len(info.against) + (info.paper is not None)),
+                      xaxis_title=f"{info.paired.a} minus each method: old-task accuracy (points); "
+                                  "95% CI (t, paired by confirmation seed)",
+                      title="Does CLASSP keep old tasks better than EWC, and than the best baseline?",
+                      legend=dict(orientation="h", y=-0.5))
     return fig
 
 

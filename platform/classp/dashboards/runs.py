@@ -20,6 +20,7 @@ class RunRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     trial: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def tasks(self) -> list[str]:
@@ -71,7 +72,8 @@ def load_experiment(client, sequence: str) -> ExperimentRuns | None:
                 run_id=run.info.run_id, kind=tags.get(TAG_KIND, ""), method=tags.get(TAG_METHOD, ""),
                 state=tags.get(TAG_STATE, "running" if run.info.status == "RUNNING" else ""),
                 metrics=dict(run.data.metrics), params=dict(run.data.params),
-                trial=int(trial) if trial is not None and trial.isdigit() else None))
+                trial=int(trial) if trial is not None and trial.isdigit() else None,
+                tags={k: v for k, v in tags.items() if k.startswith("classp.")}))
         token = page.token
         if not token:
             break

@@ -83,3 +83,41 @@ class CLASSPMethod(Method):
     def _switch(self):
         for group in self.opt.param_groups:
             group.update(self.second_phase())
+
+
+def _suppresses_nothing(threshold: float, rule: str) -> bool:
+    """Whether a threshold never masks a step: 0 for the per-weight rules; below 1 for the
+    published code's per-tensor test, which compares a boolean with the threshold."""
+    return threshold < 1.0 if rule == "reference-code" else threshold == 0.0
+
+
+def _decayed_name(power: float, rule: str) -> str | None:
+    """The named method CLASSP's decayed step is with no threshold, if it is one."""
+    if power == 2.0 and rule == "algorithm":
+        return "AdaGrad with eps inside the root"
+    if power == 2.0 and rule == "equation":
+        return "AdaGrad with eps inside the root over past gradients only"
+    return None
+
+
+def reduction(params: dict) -> str | None:
+    """The method CLASSP's settings make it when its threshold suppresses nothing, in words
+    (None when the settings are CLASSP's own). Threshold 0 with the decay off throughout is
+    plain SGD; threshold 0 with power 2 and the decay on throughout is AdaGrad with eps
+    inside the root; the paper's schedules with threshold 0 are SGD on the first task, then
+    AdaGrad with the first task's gradients already accumulated."""
+    p = {**CLASSPMethod.defaults, **params}
+    rule, schedule = p["rule"], p["schedule"]
+    if not _suppresses_nothing(float(p["threshold"]), rule):
+        return None
+    decayed = _decayed_name(float(p["power"]), rule)
+    why = (f"threshold {p['threshold']:g} suppresses no step" if rule == "reference-code"
+           else "threshold 0 suppresses no step")
+    if schedule == "constant" and not p["decay"]:
+        return f"plain SGD ({why} and the decay is off)"
+    if schedule == "constant" and decayed:
+        return f"{decayed} ({why}; power {p['power']:g}, the decay on throughout)"
+    if schedule in ("paper", "published") and decayed:
+        return (f"plain SGD on the first task, then {decayed}, its accumulator holding the "
+                f"first task's gradients ({why}; power {p['power']:g})")
+    return None

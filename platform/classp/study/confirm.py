@@ -4,10 +4,12 @@ used in tuning, evaluated on the test split, and the paired verdict."""
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 import optuna
 
+from classp.chance import chance_levels
 from classp.confirmation import MethodOutcome, compare, format_table, verdict_lines
 from classp.engine import run
 from classp.errors import UserError
@@ -15,10 +17,12 @@ from classp.specs import StudySpec
 from classp.study.objective import trial_config
 from classp.study.run import load_sequence_for
 from classp.study.storage import open_storage
-from classp.study.summary import best_params
+from classp.study.objective import objective_names
+from classp.study.summary import best_params, chosen_settings
 from classp.tracking import (
     TAG_KIND,
     TAG_METHOD,
+    TAG_REDUCES_TO,
     TAG_RULE,
     TAG_SEQUENCE,
     TAG_STUDY,
@@ -31,8 +35,9 @@ from classp.tracking import (
 def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str | None = None,
             tracking_uri: str | None = None, echo=print) -> dict[str, Any]:
     """Re-run each method's best parameters on the same confirmation seeds (never used in
-    tuning), evaluated on the test split; print per method mean, std, n and 95% CI, and the
-    CLASSP-vs-EWC difference paired by seed with its verdict."""
+    tuning), evaluated on the test split; print per method mean, std, n and 95% CI, the
+    methods at chance, and CLASSP against EWC, every other method and the best baseline by
+    the tuning objective, each paired by seed with its verdict."""
     methods = methods or [m.name for m in spec.methods]
     for m in methods:
         spec.method(m)
@@ -48,8 +53,14 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
             raise UserError(f"no study {spec.study_name(m)} in {redact(storage.url)}; run "
                             f"`classp study run {spec.path}` first") from None
     chosen = {m: best_params(studies[m], spec) for m in methods}
+    # What the tuning objective said of each method's best trial (two objectives: their
+    # mean, as best_params picks the trial), fixed before any confirmation run.
+    tuning_scores = {m: statistics.fmean(chosen[m][1].values) for m in methods}
+    reductions = {m: what for m in methods
+                  if (what := chosen_settings(m, *chosen[m])) is not None}
     sequence = load_sequence_for(spec, methods)
     tasks = [t.name for t in sequence.tasks]
+    chances = chance_levels(sequence)
     experiment_id = tracking.experiment(spec.sequence)
     outcomes: dict[str, MethodOutcome] = {}
     for m in methods:
@@ -57,6 +68,8 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
         name = spec.study_name(m)
         parent_id = tracking.parent_run(experiment_id, name, {TAG_METHOD: m, TAG_SEQUENCE: spec.sequence})
         outcome = outcomes[m] = MethodOutcome()
+        if m in reductions:
+            tracking.client.set_tag(parent_id, TAG_REDUCES_TO, reductions[m])
         for seed in spec.confirm_seeds:
             run_id = tracking.child_run(experiment_id, parent_id, f"confirm-seed{seed}", {
                 TAG_KIND: "confirm", TAG_STUDY: name, TAG_METHOD: m, TAG_SEQUENCE: spec.sequence,
@@ -68,20 +81,28 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
                 result = run(config, [logger], sequence=sequence)
             tracking.finish(run_id, "finished" if result.status == "finished" else "diverged")
             if result.status == "finished":
-                outcome.finals[seed] = result.accuracy["test"][-1]
+                outcome.add(seed, result.accuracy["test"], chances)
             else:
                 outcome.diverged.append(seed)
-        _log_summary(tracking, parent_id, outcome)
+        _log_summary(tracking, parent_id, outcome, tuning_scores[m])
     paired = compare(outcomes)
+    names = objective_names(spec)
+    objective = names[0] if len(names) == 1 else f"the mean of {' and '.join(names)}"
     text = "\n".join([format_table(spec.name, "test", spec.confirm_seeds, tasks, outcomes),
-                      *verdict_lines(paired)])
+                      *verdict_lines(outcomes, tuning_scores, objective, reductions)])
     echo(text)
     return {"outcomes": outcomes, "paired": paired, "text": text}
 
 
-def _log_summary(tracking: Tracking, parent_id: str, outcome: MethodOutcome) -> None:
-    """The parent run keeps the confirmation's summary (old tasks and all tasks, %)."""
-    values = {"confirm.test.runs": len(outcome.finals), "confirm.test.diverged": len(outcome.diverged)}
+def _log_summary(tracking: Tracking, parent_id: str, outcome: MethodOutcome,
+                 tuning_score: float) -> None:
+    """The parent run keeps the confirmation's summary (old tasks and all tasks, %), the
+    learning accuracy beside chance, and the tuning score the best baseline is chosen by."""
+    values = {"confirm.test.runs": len(outcome.finals), "confirm.test.diverged": len(outcome.diverged),
+              "confirm.tuning_score": tuning_score}
+    if outcome.learned:
+        values["confirm.test.learned"] = statistics.fmean(outcome.learned.values())
+        values["confirm.test.chance"] = statistics.fmean(outcome.chances)
     for label, summary in (("old", outcome.old), ("acc", outcome.mean)):
         if summary.n:
             values.update({f"confirm.test.{label}.mean": summary.mean,

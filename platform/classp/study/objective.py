@@ -11,6 +11,7 @@ import statistics
 import optuna
 
 from classp import metrics
+from classp.chance import chance_levels
 from classp.engine import RunConfig, StopRun, run
 from classp.specs import MethodSpec, StudySpec
 from classp.study.space import suggest
@@ -106,6 +107,10 @@ class Objective:
                 return [math.nan] * len(self.spec.directions)
             results.append(result)
         values = objective_values(self.spec, results)
+        # Kept beside the score so that a study can say when its best trial learnt nothing.
+        trial.set_user_attr("learned", statistics.fmean(
+            metrics.learning_accuracy(r.accuracy[self.spec.tune_split]) for r in results))
+        trial.set_user_attr("chances", chance_levels(self.sequence))
         trial.set_user_attr("status", "finished")
         return values
 

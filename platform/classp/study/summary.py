@@ -7,7 +7,9 @@ from typing import Any
 
 import optuna
 
+from classp import chance
 from classp.errors import UserError
+from classp.methods.classp import reduction
 from classp.specs import FloatRange, StudySpec
 from classp.tracking import (
     Tracking,
@@ -51,6 +53,28 @@ def _param_text(params: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def chosen_settings(method: str, params: dict, trial=None) -> str | None:
+    """What a method's chosen settings make it, in words, when that is another method:
+    CLASSP with a threshold that suppresses nothing is SGD or AdaGrad (see
+    `methods.classp.reduction`). With `trial`, the trial and the settings that decide it
+    are named too."""
+    if method != "classp" or (what := reduction(params)) is None:
+        return None
+    if trial is None:
+        return what
+    shown = {k: params[k] for k in ("schedule", "threshold", "power", "decay", "rule") if k in params}
+    return f"{what} [trial {trial.number}: {_param_text(shown)}]"
+
+
+def chance_line(method: str, trial) -> str | None:
+    """The warning for a best trial whose learning accuracy sits at chance (None if it
+    learnt, or if the trial predates the record)."""
+    learned, chances = trial.user_attrs.get("learned"), trial.user_attrs.get("chances")
+    if learned is None or not chances or not chance.at_chance(learned, chances):
+        return None
+    return "  warning: the best trial's " + chance.chance_warning(method, learned, chances)
+
+
 def summary_lines(name: str, method: str, ran: int, counts: dict[str, int], best,
                   names: list[str], by: str = "here") -> list[str]:
     total = sum(counts.values())
@@ -64,6 +88,10 @@ def summary_lines(name: str, method: str, ran: int, counts: dict[str, int], best
         params, trial = best
         values = ", ".join(f"{n} {100 * v:.2f}%" for n, v in zip(names, trial.values))
         lines.append(f"  best: {values} (trial {trial.number}: {_param_text(params)})")
+        if (what := chosen_settings(method, params)) is not None:
+            lines.append(f"  note: these settings make {method} {what}")
+        if (warning := chance_line(method, trial)) is not None:
+            lines.append(warning)
     if total and counts["diverged"] > total / 2:
         cause = DIVERGENCE_CAUSES.get(method, "lr: steps too large for this model; lower the "
                                               f"upper end of [methods.{method}.search] lr")
