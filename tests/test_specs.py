@@ -72,6 +72,21 @@ lr = { low = 0.01, high = 0.1, log = true }
     (BASE.replace('"split-digits"', '"permuted-digits"') + '[run]\nscenario = "class"\n',
      "run: 'permuted-digits' shares one head and its labels across tasks: it is domain-incremental"),
     (BASE + '[run]\nprotocol = "hsu2018"\n', "run: protocol 'hsu2018' exists for the sequences it was published for only (split-mnist)"),
+    (BASE + '[tuning]\nprotocol = "first-tasks"\ntasks = 2\n', None),
+    (BASE + '[tuning]\nprotocol = "held-out-stream"\nstream = "permuted-digits"\n', None),
+    (BASE + '[tuning]\nprotocol = "first-tasks"\ntasks = 4\n',
+     "tuning.tasks: split-digits has 5 tasks; first-tasks tunes on the first K and reports the "
+     "rest, an old task and a new one at least: give 1 <= tasks <= 3, got 4"),
+    (BASE + '[tuning]\nprotocol = "first-tasks"\n', "tuning.tasks: split-digits has 5 tasks"),
+    (BASE + '[tuning]\nprotocol = "held-out-stream"\nstream = "split-digits"\n',
+     "tuning.stream: is the reported stream split-digits itself"),
+    (BASE + '[tuning]\nprotocol = "held-out-stream"\nstream = "cifar"\n', "tuning.stream: unknown sequence 'cifar'"),
+    (BASE + '[tuning]\nprotocol = "held-out-stream"\n', "tuning.stream: name the stream the trials tune on"),
+    (BASE + '[tuning]\nprotocol = "same-stream"\ntasks = 2\n', "tuning.tasks: is for protocol = \"first-tasks\""),
+    (BASE + '[tuning]\nprotocol = "future"\n', "tuning.protocol: unknown tuning protocol 'future'; allowed: same-stream, first-tasks, held-out-stream"),
+    # the spec's [run] applies to the tuning stream too: a scenario it cannot take
+    (BASE + '[run]\nscenario = "task"\n[tuning]\nprotocol = "held-out-stream"\nstream = "permuted-digits"\n',
+     "tuning.stream: permuted-digits with the spec's [run]: 'permuted-digits' shares one head"),
 ])
 def test_bad_specs_name_the_file_and_the_key(tmp_path, text, message):
     path = tmp_path / "spec.toml"

@@ -32,11 +32,13 @@ class MethodOutcome:
     learned: dict[int, float] = field(default_factory=dict)  # seed -> learning accuracy (0-1)
     chances: list[float] = field(default_factory=list)  # per task, the chance level (0-1)
 
-    def add(self, seed: int, matrix: list[list[float]], chances: list[float]) -> None:
-        """One finished run: its accuracy matrix on the reported split."""
-        self.finals[seed] = list(matrix[-1])
-        self.learned[seed] = metrics.learning_accuracy(matrix)
-        self.chances = list(chances)
+    def add(self, seed: int, matrix: list[list[float]], chances: list[float], first: int = 0) -> None:
+        """One finished run: its accuracy matrix on the reported split, of which the tasks
+        from index `first` on are reported (the earlier ones tuned the hyperparameters)."""
+        reported = metrics.reported_tasks(matrix, first)
+        self.finals[seed] = list(reported[-1])
+        self.learned[seed] = metrics.learning_accuracy(reported)
+        self.chances = list(chances[first:])
 
     @property
     def at_chance(self) -> bool:

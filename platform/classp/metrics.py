@@ -62,6 +62,16 @@ def learning_accuracy(R: Matrix) -> float:
     return sum(R[j + 1][j] for j in range(T)) / T
 
 
+def reported_tasks(R: Matrix, first: int) -> list[list[float]]:
+    """The accuracy matrix of the tasks from index `first` on, as if the run had started
+    there: row 0 the accuracy before training any of them (after task `first`, 1-based row
+    `first`), then the rows after each of them. `first` = 0 gives R itself."""
+    T = _check(R)
+    if not 0 <= first < T:
+        raise ValueError(f"first reported task {first} is outside 0..{T - 1}")
+    return [list(row[first:]) for row in [R[first], *R[first + 1:]]]
+
+
 def final_accuracy(R: Matrix) -> list[float]:
     T = _check(R)
     return list(R[T])

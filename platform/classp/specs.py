@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from classp.data import SEQUENCES
-from classp.engine import SPLITS, RunConfig, check_config, run_settings
+from classp.data import SEQUENCES, task_count
+from classp.engine import SPLITS, RunConfig, check_config, data_options, run_settings
 from classp.errors import UserError
 from classp.methods import METHODS
 from classp.tomlfile import Table, read_toml
@@ -74,6 +74,60 @@ class MethodSpec:
     paper: dict[str, Any] | None = None  # the paper's own settings: enqueued as the first trial
 
 
+TUNING_PROTOCOLS = ("same-stream", "first-tasks", "held-out-stream")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Which data a study's trials tune on ([tuning] in a spec).
+
+    - "same-stream": every task of the reported stream (validation splits); the chosen
+      values have seen the future, as most published tuning has.
+    - "first-tasks": the first `tasks` tasks only (Chaudhry et al. 2019); confirmation
+      trains the whole stream and reports the tasks after them.
+    - "held-out-stream": another stream, `stream`, that shares no task with the reported
+      one (Cha and Cho 2024): e.g. tune on split-fmnist, report split-mnist.
+    """
+
+    protocol: str = "same-stream"
+    tasks: int | None = None
+    stream: str | None = None
+
+    @property
+    def key(self) -> str:
+        """One string that tells two tunings apart (kept on the Optuna study)."""
+        return {"first-tasks": f"first-tasks:{self.tasks}",
+                "held-out-stream": f"held-out-stream:{self.stream}"}.get(self.protocol, self.protocol)
+
+    @classmethod
+    def from_key(cls, key: str) -> Tuning:
+        """The tuning a `key` names (as kept on studies and parent runs)."""
+        protocol, _, value = key.partition(":")
+        if protocol == "first-tasks":
+            return cls(protocol, tasks=int(value))
+        if protocol == "held-out-stream":
+            return cls(protocol, stream=value)
+        return cls(protocol)
+
+    @property
+    def first_reported(self) -> int:
+        """The index of the first task confirmation reports."""
+        return self.tasks if self.protocol == "first-tasks" else 0
+
+    def describe(self, sequence: str, task_names: list[str]) -> str:
+        """The line confirm opens with: which protocol chose the hyperparameters."""
+        if self.protocol == "first-tasks":
+            tuned, reported = task_names[:self.tasks], task_names[self.tasks:]
+            return (f"hyperparameters chosen by the first-tasks tuning protocol: trials trained "
+                    f"and scored on {', '.join(tuned)} only; reported here: {', '.join(reported)}")
+        if self.protocol == "held-out-stream":
+            return (f"hyperparameters chosen by the held-out-stream tuning protocol: trials ran "
+                    f"on {self.stream}, which shares no task with {sequence}, reported here")
+        return (f"hyperparameters chosen by the same-stream tuning protocol: trials ran on the "
+                f"validation splits of every task of {sequence}, the stream reported here (the "
+                f"chosen values have seen every task)")
+
+
 @dataclass(frozen=True)
 class StudySpec:
     path: Path
@@ -91,6 +145,7 @@ class StudySpec:
     pruner: str = "none"
     pruner_startup_trials: int = 3
     tune_split: str = "val"
+    tuning: Tuning = Tuning()
 
     @property
     def directions(self) -> list[str]:
@@ -114,7 +169,7 @@ def load_spec(path: str | Path) -> StudySpec:
 
 def parse_spec(data: dict, path: Path) -> StudySpec:
     top = Table(path, data, "")
-    top.only({"study", "run", "sampler", "pruner", "methods"})
+    top.only({"study", "run", "sampler", "pruner", "methods", "tuning"})
 
     study = top.sub("study", required=True)
     study.only({"name", "sequence", "methods", "objective", "n_trials", "timeout_minutes",
@@ -152,6 +207,7 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
         check_config(RunConfig(sequence=sequence, **run))
     except UserError as exc:
         top.fail("run", str(exc))
+    tuning = _tuning(top.sub("tuning"), sequence, run)
 
     sampler_t = top.sub("sampler")
     sampler_t.only({"name", "seed"})
@@ -191,7 +247,42 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
                      objective=objective, n_trials=n_trials, timeout_minutes=timeout,
                      seeds=tuple(seeds), confirm_seeds=tuple(confirm), run=run, sampler=sampler,
                      sampler_seed=sampler_seed, pruner=pruner, pruner_startup_trials=startup,
-                     tune_split=tune_split)
+                     tune_split=tune_split, tuning=tuning)
+
+
+def _tuning(table: Table, sequence: str, run: dict[str, Any]) -> Tuning:
+    """The [tuning] table: the protocol and what it needs, checked against the stream."""
+    table.only({"protocol", "tasks", "stream"})
+    protocol = table.get("protocol", (str,), "same-stream")
+    if protocol not in TUNING_PROTOCOLS:
+        table.fail("protocol", f"unknown tuning protocol {protocol!r}; allowed: "
+                               f"{', '.join(TUNING_PROTOCOLS)}")
+    tasks = table.get("tasks", (int,), None)
+    stream = table.get("stream", (str,), None)
+    if protocol != "first-tasks" and tasks is not None:
+        table.fail("tasks", f"is for protocol = \"first-tasks\", not {protocol!r}")
+    if protocol != "held-out-stream" and stream is not None:
+        table.fail("stream", f"is for protocol = \"held-out-stream\", not {protocol!r}")
+    if protocol == "first-tasks":
+        total = task_count(sequence, data_options(RunConfig(sequence=sequence, **run)))
+        if tasks is None or not 1 <= tasks <= total - 2:
+            table.fail("tasks", f"{sequence} has {total} tasks; first-tasks tunes on the first "
+                                f"K and reports the rest, an old task and a new one at least: "
+                                f"give 1 <= tasks <= {total - 2}, got {tasks}")
+    if protocol == "held-out-stream":
+        if stream is None:
+            table.fail("stream", f"name the stream the trials tune on, a sequence that shares no "
+                                 f"task with {sequence} (e.g. its sibling dataset)")
+        if stream not in SEQUENCES:
+            table.fail("stream", f"unknown sequence {stream!r}; allowed: {', '.join(SEQUENCES)}")
+        if stream == sequence:
+            table.fail("stream", f"is the reported stream {sequence} itself; a held-out stream "
+                                 f"shares no task with it (e.g. its sibling dataset)")
+        try:
+            check_config(RunConfig(sequence=stream, **run))
+        except UserError as exc:
+            table.fail("stream", f"{stream} with the spec's [run]: {exc}")
+    return Tuning(protocol, tasks, stream)
 
 
 def _int_list(reader: Table, key: str, default: list[int]) -> list[int]:

@@ -49,6 +49,8 @@ def test_the_verdict_panel_matches_what_confirm_printed(confirmed):
     assert any(line.startswith(f"best baseline: {best}, chosen by the tuning objective")
                for line in info.lines)
     assert [p.b for p in info.against] == ["ewc", "sgd"]
+    assert info.tuning == printed.splitlines()[0]  # the protocol that chose the settings
+    assert info.tuning.startswith("hyperparameters chosen by the same-stream tuning protocol")
 
 
 def test_the_accuracy_panels_read_the_confirmation_runs_values(confirmed):

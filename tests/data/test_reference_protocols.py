@@ -82,3 +82,15 @@ def test_a_scenario_the_sequence_cannot_take_is_one_line(vision_data_dir):
     done = run_classp("run", "--sequence", "permuted-digits", "--scenario", "task")
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "domain-incremental by construction" in done.stderr
+
+
+@pytest.mark.parametrize("name, opts", [
+    ("split-digits", DataOptions()), ("permuted-digits", DataOptions()),
+    ("permuted-digits", DataOptions(num_tasks=3)),
+])
+def test_task_count_is_known_without_loading_the_data(name, opts):
+    from classp.data import task_count
+
+    assert task_count(name, opts) == len(load_sequence(name, opts).tasks)
+    assert task_count("permuted-mnist", DataOptions(protocol="vandeven2022")) == 10
+    assert task_count("mnist-fmnist") == 2

@@ -144,7 +144,10 @@ def test_confirm_uses_seeds_disjoint_from_tuning(classp_home):
     assert run_classp("study", "run", TINY_STUDY, "--n-trials", "2", "--method", "sgd").returncode == 0
     out = run_classp("study", "confirm", TINY_STUDY, "--method", "sgd")
     assert out.returncode == 0, out.stderr
-    title, legend, header, row = out.stdout.strip().splitlines()
+    tuning, title, legend, header, row = out.stdout.strip().splitlines()
+    assert tuning == ("hyperparameters chosen by the same-stream tuning protocol: trials ran on the "
+                      "validation splits of every task of split-digits, the stream reported here "
+                      "(the chosen values have seen every task)")
     assert title == "tiny: test accuracy (%) after the last task, n=2 confirmation seeds (7, 8, never used in tuning)"
     assert legend.startswith("per task: mean ± std over seeds; old tasks (all but the last) and all "
                              "tasks: mean ± std [95% bootstrap CI of the mean]")
@@ -204,6 +207,9 @@ def test_an_unreachable_storage_is_said_before_training(classp_home):
     (lambda t: t.replace('methods = ["classp", "sgd"]', 'methods = ["classp", "lwf"]'), "unknown method 'lwf'"),
     (lambda t: t.replace('sequence = "split-digits"', 'sequence = "imagenet"'), "unknown sequence 'imagenet'"),
     (lambda t: t.replace("epochs = 1", 'epochs = "one"'), "run.epochs: expected an integer or a list"),
+    (lambda t: t + '\n[tuning]\nprotocol = "first-tasks"\ntasks = 9\n', "tuning.tasks: split-digits has 5 tasks"),
+    (lambda t: t + '\n[tuning]\nprotocol = "held-out-stream"\nstream = "split-digits"\n',
+     "tuning.stream: is the reported stream split-digits itself"),
 ])
 def test_a_bad_spec_is_one_line_and_leaves_existing_runs_intact(classp_home, tmp_path, edit, message):
     assert run_classp("study", "run", TINY_STUDY, "--n-trials", "1", "--method", "sgd").returncode == 0

@@ -66,6 +66,8 @@ def _table(info: P.SummaryInfo) -> str:
 
 def _verdict_text(info: P.VerdictInfo) -> str:
     text = f'<p class="verdict"><strong>{html.escape(info.sentence)}</strong></p>'
+    if info.tuning:
+        text += f'<p class="meta">{html.escape(info.tuning[0].upper() + info.tuning[1:])}.</p>'
     # The lines `classp study confirm` prints, rebuilt from the same runs: the comparisons
     # with every method, the best baseline, chance warnings and what CLASSP's settings are.
     text += '<pre class="verdicts">' + html.escape("\n".join(info.lines)) + "</pre>"

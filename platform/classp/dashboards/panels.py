@@ -14,6 +14,7 @@ from classp.colours import colour
 from classp.confirmation import VERDICT_PAIR, MethodOutcome, verdict_lines, verdict_sentence
 from classp.dashboards.runs import ExperimentRuns, RunRecord
 from classp.paper import PUBLISHED_SPLIT, published
+from classp.specs import Tuning
 from classp.tracking import TAG_REDUCES_TO
 
 CI_LEGEND = "error bars: 95% bootstrap CI of the mean over the confirmation seeds"
@@ -41,12 +42,13 @@ class VerdictInfo(NamedTuple):
     split: str
     against: list[stats.Paired]  # CLASSP minus each other method with confirmation runs
     lines: list[str]  # what `classp study confirm` prints below its table, from these runs
+    tuning: str | None = None  # the line confirm opens with: which protocol chose the settings
 
 
 def _per_seed_old_accuracy(runs: list[RunRecord], split: str) -> dict[int, float]:
     out = {}
     for r in _finished(runs):
-        final = r.final_accuracies(split)
+        final = r.reported_finals(split)
         if final and "confirm_seed" in r.params:
             out[int(r.params["confirm_seed"])] = 100 * metrics.old_task_accuracy(final)
     return out
@@ -55,18 +57,20 @@ def _per_seed_old_accuracy(runs: list[RunRecord], split: str) -> dict[int, float
 def _outcome(exp: ExperimentRuns, method: str, split: str) -> MethodOutcome:
     """A method's confirmation, rebuilt from its tracked runs as `confirm` built it."""
     outcome = MethodOutcome()
-    parents = exp.of("study", method)
-    chance = parents[0].metrics.get("confirm.test.chance") if parents else None
     for r in exp.of("confirm", method):
         seed = int(r.params.get("confirm_seed", -1))
-        final = r.final_accuracies(split)
+        final = r.reported_finals(split)
         if r.state == "finished" and final:
             outcome.finals[seed] = final
-            if f"{split}.learning_acc" in r.metrics and chance is not None:
-                outcome.learned[seed] = r.metrics[f"{split}.learning_acc"]
-                outcome.chances = [chance]
         elif r.state == "diverged":
             outcome.diverged.append(seed)
+    parents = exp.of("study", method)
+    summary = parents[0].metrics if parents else {}
+    if "confirm.test.learned" in summary and outcome.finals:
+        # The parent keeps the mean learning accuracy over the reported tasks and seeds,
+        # which is all the chance check reads.
+        outcome.learned = dict.fromkeys(outcome.finals, summary["confirm.test.learned"])
+        outcome.chances = [summary["confirm.test.chance"]]
     return outcome
 
 
@@ -97,7 +101,12 @@ def verdict_info(exp: ExperimentRuns, methods: list[str], split: str) -> Verdict
     against = [stats.paired_difference(per_a, _per_seed_old_accuracy(exp.of("confirm", m), split), a, m)
                for m in outcomes if m != a and outcomes[m].finals]
     lines = verdict_lines(outcomes, scores, objective, reductions)
-    return VerdictInfo(paired, verdict_sentence(paired, outcomes), paper, split, against, lines)
+    key = parents[a].params.get("tuning_protocol") if a in parents else None
+    confirm_runs = exp.of("confirm", a)
+    tuning = (Tuning.from_key(key).describe(exp.sequence, confirm_runs[0].tasks)
+              if key and confirm_runs else None)  # the line confirm opens with
+    return VerdictInfo(paired, verdict_sentence(paired, outcomes), paper, split, against, lines,
+                       tuning)
 
 
 def draw_verdict(info: VerdictInfo, split: str):

@@ -26,6 +26,15 @@ class RunRecord:
     def tasks(self) -> list[str]:
         return self.params.get("tasks", "").split(",") if self.params.get("tasks") else []
 
+    def reported_finals(self, split: str) -> list[float] | None:
+        """Final accuracy on the tasks a confirmation reports: all of them, or under the
+        first-tasks tuning protocol those after the tuning tasks (`reported_tasks`)."""
+        finals = self.final_accuracies(split)
+        reported = self.params.get("reported_tasks")
+        if finals is None or not reported or not self.tasks:
+            return finals
+        return [a for name, a in zip(self.tasks, finals) if name in reported.split(",")]
+
     def final_accuracies(self, split: str) -> list[float] | None:
         """Final accuracy on every task (from the `<split>.final_acc_task<j>` metrics)."""
         values, j = [], 1

@@ -22,7 +22,7 @@ from classp.models import InputShape
 from classp.scenarios import check_scenario
 
 __all__ = ["SEQUENCES", "PROTOCOLS", "DataOptions", "Split", "Task", "TaskSequence",
-           "TrainingProtocol", "load_sequence", "default_data_dir"]
+           "TrainingProtocol", "load_sequence", "task_count", "default_data_dir"]
 
 PAIRS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
 # "study" exists for every sequence; each other protocol reruns a published setup on the
@@ -244,6 +244,16 @@ def check_data_options(name: str, opts: DataOptions) -> None:
     if opts.num_tasks is not None and opts.num_tasks > MAX_PERMUTED_TASKS:
         raise UserError(f"{opts.num_tasks} tasks would hold {opts.num_tasks} permuted copies of "
                         f"the data in memory; use at most {MAX_PERMUTED_TASKS}")
+
+
+def task_count(name: str, opts: DataOptions | None = None) -> int:
+    """How many tasks the sequence has under these options, without loading its data."""
+    opts = opts or DataOptions()
+    if name.startswith("permuted-"):
+        return opts.num_tasks or (10 if opts.protocol == "vandeven2022" else 5)
+    if name in SPLIT_SEQUENCES:
+        return len(PAIRS)
+    return 2  # the paper's pairs: mnist-fmnist, fpb-imdb
 
 
 def load_sequence(name: str, opts: DataOptions | None = None) -> TaskSequence:

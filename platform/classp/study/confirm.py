@@ -15,7 +15,7 @@ from classp.engine import run
 from classp.errors import UserError
 from classp.specs import StudySpec
 from classp.study.objective import trial_config
-from classp.study.run import load_sequence_for
+from classp.study.run import load_sequence_for, log_tuning
 from classp.study.storage import open_storage
 from classp.study.objective import objective_names
 from classp.study.summary import best_params, chosen_settings
@@ -52,6 +52,12 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
         except KeyError:
             raise UserError(f"no study {spec.study_name(m)} in {redact(storage.url)}; run "
                             f"`classp study run {spec.path}` first") from None
+    for m, study in studies.items():  # a study made before [tuning] existed: same-stream
+        tuned = study.user_attrs.get("tuning", "same-stream")
+        if tuned != spec.tuning.key:
+            raise UserError(f"{spec.path}: [tuning]: study {study.study_name} was tuned under "
+                            f"{tuned!r}, the spec says {spec.tuning.key!r}; confirm the spec it "
+                            f"was tuned with, or give the study a new name and run it again")
     chosen = {m: best_params(studies[m], spec) for m in methods}
     # What the tuning objective said of each method's best trial (two objectives: their
     # mean, as best_params picks the trial), fixed before any confirmation run.
@@ -59,7 +65,9 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
     reductions = {m: what for m in methods
                   if (what := chosen_settings(m, *chosen[m])) is not None}
     sequence = load_sequence_for(spec, methods)
-    tasks = [t.name for t in sequence.tasks]
+    first = spec.tuning.first_reported  # first-tasks: the tuning tasks are not reported
+    all_tasks = [t.name for t in sequence.tasks]
+    tasks = all_tasks[first:]
     chances = chance_levels(sequence)
     experiment_id = tracking.experiment(spec.sequence)
     outcomes: dict[str, MethodOutcome] = {}
@@ -68,6 +76,7 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
         name = spec.study_name(m)
         parent_id = tracking.parent_run(experiment_id, name, {TAG_METHOD: m, TAG_SEQUENCE: spec.sequence})
         outcome = outcomes[m] = MethodOutcome()
+        log_tuning(tracking, parent_id, spec)
         if m in reductions:
             tracking.client.set_tag(parent_id, TAG_REDUCES_TO, reductions[m])
         for seed in spec.confirm_seeds:
@@ -76,19 +85,21 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
                 TAG_RULE: str(params.get("rule", "-")), "classp.best_trial": str(best.number)})
             config = trial_config(spec, spec.method(m), params, seed)
             logger = RunLogger(tracking.client, run_id, extra_params={
-                "study": name, "best_trial": best.number, "confirm_seed": seed})
+                "study": name, "best_trial": best.number, "confirm_seed": seed,
+                "tuning_protocol": spec.tuning.key, "reported_tasks": ",".join(tasks)})
             with tracking.ending_on_error(run_id):
                 result = run(config, [logger], sequence=sequence)
             tracking.finish(run_id, "finished" if result.status == "finished" else "diverged")
             if result.status == "finished":
-                outcome.add(seed, result.accuracy["test"], chances)
+                outcome.add(seed, result.accuracy["test"], chances, first)
             else:
                 outcome.diverged.append(seed)
         _log_summary(tracking, parent_id, outcome, tuning_scores[m])
     paired = compare(outcomes)
     names = objective_names(spec)
     objective = names[0] if len(names) == 1 else f"the mean of {' and '.join(names)}"
-    text = "\n".join([format_table(spec.name, "test", spec.confirm_seeds, tasks, outcomes),
+    text = "\n".join([spec.tuning.describe(spec.sequence, all_tasks),
+                      format_table(spec.name, "test", spec.confirm_seeds, tasks, outcomes),
                       *verdict_lines(outcomes, tuning_scores, objective, reductions)])
     echo(text)
     return {"outcomes": outcomes, "paired": paired, "text": text}

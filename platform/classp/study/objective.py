@@ -92,7 +92,7 @@ class Objective:
             if self.spec.pruner != "none":
                 pruning = _PruningReporter(trial, self.spec.tune_split, i * len(self.sequence.tasks))
                 observers.append(pruning)
-            config = trial_config(self.spec, self.method, params, seed)
+            config = trial_config(self.spec, self.method, params, seed, self.sequence.name)
             if not first:
                 config = dataclasses.replace(config, track_updates=False)
             result = run(config, observers, sequence=self.sequence)
@@ -153,10 +153,12 @@ def objective_names(spec: StudySpec) -> list[str]:
         "old_task_accuracy", "new_task_accuracy"]
 
 
-def trial_config(spec: StudySpec, method: MethodSpec, params: dict, seed: int) -> RunConfig:
-    """The run of one seed of a trial (or of a confirmation) with these parameters."""
+def trial_config(spec: StudySpec, method: MethodSpec, params: dict, seed: int,
+                 sequence: str | None = None) -> RunConfig:
+    """The run of one seed of a trial (or of a confirmation) with these parameters, on the
+    spec's sequence or, for a held-out tuning stream, on `sequence`."""
     splits = ("val", "test") if spec.tune_split != "train" else ("val", "test", "train")
-    return RunConfig(sequence=spec.sequence, method=method.name,
+    return RunConfig(sequence=sequence or spec.sequence, method=method.name,
                      method_params={**method.fixed, **params}, seed=seed, track_updates=True,
                      eval_splits=splits, **spec.run)
 

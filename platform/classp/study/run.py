@@ -59,6 +59,35 @@ def load_sequence_for(spec: StudySpec, methods: list[str]):
     return sequence
 
 
+def tuning_sequence_for(spec: StudySpec, methods: list[str]):
+    """The data the trials tune on, as the spec's [tuning] protocol has it: the reported
+    stream (same-stream), its first K tasks (first-tasks), or another stream
+    (held-out-stream), checked like the reported one before any trial is recorded."""
+    from classp.data import load_sequence
+
+    tuning = spec.tuning
+    if tuning.protocol == "first-tasks":
+        sequence = load_sequence_for(spec, methods)
+        return sequence.with_tasks(sequence.tasks[:tuning.tasks])
+    if tuning.protocol == "same-stream":
+        return load_sequence_for(spec, methods)
+    reported = load_sequence_for(spec, methods)
+    stream = load_sequence(tuning.stream, data_options(RunConfig(sequence=tuning.stream, **spec.run)))
+    if (stream.input.kind, stream.input.shape, stream.input.num_classes, stream.input.heads) != (
+            reported.input.kind, reported.input.shape, reported.input.num_classes, reported.input.heads):
+        raise UserError(f"{spec.path}: [tuning] stream: {tuning.stream} does not fit the model of "
+                        f"{spec.sequence} (inputs {stream.input.shape}, {stream.input.num_classes} "
+                        f"classes, against {reported.input.shape}, {reported.input.num_classes}); "
+                        f"name a stream of the same shape, e.g. its sibling dataset")
+    for method in methods:
+        try:
+            check_with_data(trial_config(spec, spec.method(method), {}, spec.seeds[0],
+                                         tuning.stream), stream)
+        except UserError as exc:
+            raise UserError(f"{spec.path}: [tuning] stream {tuning.stream} for {method}: {exc}") from None
+    return stream
+
+
 def existing_study(spec: StudySpec, method: str, storage: Storage):
     """The method's study if the storage has it, checked against the spec (its objective
     directions and search space); None if there is none yet. Reads only."""
@@ -72,6 +101,12 @@ def existing_study(spec: StudySpec, method: str, storage: Storage):
         raise UserError(f"study {name!r} has {len(study.directions)} objective(s); the spec's "
                         f"objective {spec.objective!r} has {len(spec.directions)}: give the study "
                         f"a new name ([study] name) or delete the old one")
+    # A study made before [tuning] existed was tuned on the reported stream.
+    tuned = study.user_attrs.get("tuning", "same-stream")
+    if tuned != spec.tuning.key:
+        raise UserError(f"study {name!r} was tuned under the tuning protocol {tuned!r}; the spec "
+                        f"asks for {spec.tuning.key!r}: give the study a new name ([study] name) "
+                        f"so that the two are not mixed")
     check_search_space(study, spec.method(method))
     return study
 
@@ -85,6 +120,7 @@ def open_study(spec: StudySpec, method: str, storage: Storage):
             study = optuna.create_study(study_name=name, storage=storage.optuna_storage,
                                         sampler=make_sampler(spec), pruner=make_pruner(spec),
                                         directions=spec.directions, load_if_exists=True)
+            study.set_user_attr("tuning", spec.tuning.key)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "experimental" in Optuna 5
             study.set_metric_names(objective_names(spec))
@@ -104,7 +140,7 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
     tracking = Tracking(tracking_uri)
     tracking.check()
     storage = open_storage(storage_url, on_stale_trial=close_stale_run(tracking))
-    sequence = load_sequence_for(spec, methods)
+    sequence = tuning_sequence_for(spec, methods)
     for method in methods:  # a study that no longer fits its spec stops all before any runs
         existing_study(spec, method, storage)
     experiment_id = tracking.experiment(spec.sequence)
@@ -121,6 +157,7 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
         with tracking.ending_on_error(parent_id):
             if not _has_param(tracking, parent_id, "storage"):
                 tracking.client.log_param(parent_id, "storage", redact(storage.url))
+            log_tuning(tracking, parent_id, spec)
             objective = Objective(spec, spec.method(method), sequence, tracking, experiment_id,
                                   parent_id)
             recorder = TrialRecorder(tracking, parent_id, objective_names(spec))
@@ -167,7 +204,7 @@ def run_study_workers(spec: StudySpec, n_workers: int, methods: list[str] | None
     tracking = Tracking(tracking_uri)
     tracking.check()
     storage = open_storage(storage_url)
-    load_sequence_for(spec, methods)
+    tuning_sequence_for(spec, methods)
     for method in methods:
         existing_study(spec, method, storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -199,6 +236,12 @@ def run_study_workers(spec: StudySpec, n_workers: int, methods: list[str] | None
         summary[method] = {"study": spec.study_name(method), "trials_run_here": ran,
                            "trials": counted_trials(study), "counts": counts}
     return summary
+
+
+def log_tuning(tracking: Tracking, parent_id: str, spec: StudySpec) -> None:
+    """The parent run says which tuning protocol chose its method's hyperparameters."""
+    if not _has_param(tracking, parent_id, "tuning_protocol"):
+        tracking.client.log_param(parent_id, "tuning_protocol", spec.tuning.key)
 
 
 def _has_param(tracking: Tracking, run_id: str, key: str) -> bool:
