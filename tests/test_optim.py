@@ -302,7 +302,7 @@ def test_the_fused_path_gives_the_flat_path_s_weights(rule, power, decay, thresh
 def test_fused_and_the_single_tensor_path_cannot_both_be_asked_for():
     with pytest.raises(ValueError, match="fused=True and foreach=False ask for two paths"):
         CLASSP([torch.nn.Parameter(torch.zeros(2))], fused=True, foreach=False)
-    with pytest.raises(ValueError, match="fused must be True or False"):
+    with pytest.raises(ValueError, match="Invalid fused: .yes.; allowed: True or False"):
         CLASSP([torch.nn.Parameter(torch.zeros(2))], fused="yes")
 
 
@@ -552,3 +552,54 @@ def test_a_pickled_optimizer_keeps_its_settings_and_state():
     clone = pickle.loads(pickle.dumps(opt))
     assert clone.track_updates and clone.param_groups[0]["threshold"] == 1e-4
     assert len(clone.state) == len(opt.state)
+
+
+# -- the optimizer as a library: bad arguments are refused, never silently wrong ---------
+
+@pytest.mark.parametrize("flag, value", [("maximize", "false"), ("track_updates", "no"),
+                                         ("foreach", "no"), ("fused", 1)])
+def test_flags_must_be_booleans(flag, value):
+    w = torch.nn.Parameter(torch.ones(3))
+    with pytest.raises(ValueError, match=f"Invalid {flag}: {value!r}"):
+        CLASSP([w], lr=0.1, **{flag: value})
+
+
+@pytest.mark.parametrize("other", [torch.optim.Adam, torch.optim.Adagrad])
+def test_another_optimizers_state_dict_is_refused_when_loaded(other):
+    w = torch.nn.Parameter(torch.ones(3))
+    theirs = other([w], lr=0.1)
+    w.grad = torch.ones(3)
+    theirs.step()
+    ours = CLASSP([w], lr=0.1)
+    with pytest.raises(ValueError, match="not a CLASSP state_dict: its param groups lack threshold, power"):
+        ours.load_state_dict(theirs.state_dict())
+    assert ours.param_groups[0]["threshold"] == 0.0  # nothing was loaded
+
+
+def test_an_eps_that_rounds_to_zero_in_half_precision_is_refused_not_turned_into_nan():
+    w = torch.nn.Parameter(torch.ones(3, dtype=torch.float16))
+    opt = CLASSP([w], lr=0.1, eps=1e-8)
+    w.grad = torch.tensor([0.5, 0.0, 0.25], dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"Invalid eps: 1e-08 rounds to 0 in torch.float16"):
+        opt.step()
+    assert w.tolist() == [1.0, 1.0, 1.0]
+    ok = CLASSP([w], lr=0.1, eps=1e-4)  # representable: the step is finite
+    ok.step()
+    assert torch.isfinite(w).all()
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("threshold", [0.0, 0.01])
+def test_a_nan_gradient_poisons_its_weight_alike_on_every_path(rule, threshold):
+    grad = torch.tensor([float("nan"), 0.5, float("inf"), 0.0, 1e-3])
+    results = []
+    for foreach in (False, True):
+        w = torch.nn.Parameter(torch.ones(5))
+        opt = CLASSP([w], lr=0.1, threshold=threshold, rule=rule, foreach=foreach)
+        w.grad = grad.clone()
+        opt.step()
+        results.append((w.detach().clone(), opt.state[w]["eps_plus_sum"].clone()))
+    (w_ref, s_ref), (w_flat, s_flat) = results
+    assert torch.isnan(w_ref[0]) and torch.isnan(w_flat[0])  # not skipped on either path
+    torch.testing.assert_close(w_flat, w_ref, equal_nan=True)
+    torch.testing.assert_close(s_flat, s_ref, equal_nan=True)

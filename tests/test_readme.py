@@ -182,8 +182,35 @@ def test_benchmark_rows_in_the_readme_are_lines_of_their_kept_outputs():
             assert line in kept, f"{line!r} is not in {match.group(1)}"
 
 
+KEPT_MARKER = re.compile(r"<!-- output kept in (\S+), checked by tests/test_readme.py -->")
+
+
+def kept_output(path: str) -> str:
+    return (REPO / path).read_text().rstrip("\n")
+
+
+def test_kept_confirm_outputs_are_shown_whole_and_printed_by_todays_confirm():
+    """Studies too long for CI (the field's benchmarks, the tuning protocols): the README
+    shows the whole of what `classp study confirm` printed, kept under benchmarks/results/;
+    each kept output opens as today's confirm does (the tuning protocol, then the table)."""
+    text = README.read_text()
+    found = list(KEPT_MARKER.finditer(text))
+    assert len(found) >= 7
+    for match in found:
+        kept = kept_output(match.group(1))
+        assert readme_block(text, match.group(0)) == kept, (
+            f"the README's block for {match.group(1)} is stale; run "
+            f"`python tests/test_readme.py --update --tables-only`")
+        lines = kept.splitlines()
+        assert lines[0].startswith("hyperparameters chosen by the ") and "tuning protocol" in lines[0]
+        assert "test accuracy (%) after the last task, n=10 confirmation seeds" in lines[1]
+        assert any(line.startswith("best baseline: ") for line in lines)
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["--update"]:
     text = README.read_text()
+    for match in KEPT_MARKER.finditer(text):
+        text = text.replace(readme_block(text, match.group(0)), kept_output(match.group(1)), 1)
     text = text.replace(readme_block(text, TABLE1_MARKER), table1_from_logs(), 1)
     text = text.replace(readme_block(text, SIXTH_MARKER), table1_from_logs(SIXTH_LOGS), 1)
     README.write_text(text.replace(readme_block(text, HSU_MARKER), table1_from_logs(HSU_LOGS, HSU_SPEC), 1))

@@ -47,6 +47,22 @@ def validate_hyperparameters(lr, threshold, power, eps, decay, rule) -> None:
         raise ValueError(f"Invalid rule: {rule!r}; allowed: {', '.join(RULES)}")
 
 
+# What every CLASSP param group holds (and another optimizer's does not).
+_GROUP_KEYS = ("lr", "threshold", "power", "eps")
+
+
+def _check_eps_fits(eps: float, dtype: torch.dtype) -> None:
+    """The accumulator has the weights' dtype and starts at eps: an eps that rounds to 0
+    there divides 0 by 0 on the first step (float16 holds nothing below about 6e-8)."""
+    if eps <= 0 or not dtype.is_floating_point:
+        return
+    info = torch.finfo(dtype)
+    smallest = info.smallest_normal * info.eps  # the smallest subnormal (host arithmetic only)
+    if eps < smallest / 2:
+        raise ValueError(f"Invalid eps: {eps!r} rounds to 0 in {dtype} weights' accumulator; "
+                         f"allowed: eps >= {smallest:.3g} for {dtype}, or float32 weights")
+
+
 class CLASSP(Optimizer):
     r"""CLASSP: adjustment suppression and sparsity promotion, per weight.
 
@@ -79,6 +95,11 @@ class CLASSP(Optimizer):
       anything, and a threshold of 1 or more masks everything. It adds
       :math:`|g|` to ``s`` whatever ``power`` is and divides by
       :math:`(s + \epsilon)^{1/p}`.
+
+    A NaN or infinite gradient is not masked: it makes its weight and its accumulator NaN
+    or infinite, on every path, as it does in torch's Adagrad (the engine stops such a run
+    as diverged). Flags must be booleans, and a ``state_dict`` saved by another optimizer
+    is refused when loaded.
 
     Every hyper-parameter is a per-group setting and may be changed between
     tasks (the paper switches ``threshold`` and ``decay`` when its second task
@@ -139,8 +160,12 @@ class CLASSP(Optimizer):
         track_updates: bool = False,
     ):
         validate_hyperparameters(lr, threshold, power, eps, decay, rule)
-        if not isinstance(fused, bool):
-            raise ValueError(f"fused must be True or False, got {fused!r}")
+        # Flags are booleans: a string such as "false" is truthy and would act as True.
+        for flag, value in (("fused", fused), ("maximize", maximize), ("track_updates", track_updates)):
+            if not isinstance(value, bool):
+                raise ValueError(f"Invalid {flag}: {value!r}; allowed: True or False")
+        if foreach is not None and not isinstance(foreach, bool):
+            raise ValueError(f"Invalid foreach: {foreach!r}; allowed: None, True or False")
         if fused and foreach is False:
             raise ValueError("fused=True and foreach=False ask for two paths; choose one")
         defaults = dict(
@@ -153,7 +178,7 @@ class CLASSP(Optimizer):
             foreach=foreach,
             fused=fused,
             maximize=maximize,
-            track_updates=bool(track_updates),  # in defaults, so that pickling keeps it
+            track_updates=track_updates,  # in defaults, so that pickling keeps it
         )
         super().__init__(params, defaults)
         self._workspace = _Workspace()
@@ -194,12 +219,14 @@ class CLASSP(Optimizer):
                 raise RuntimeError("CLASSP does not support complex parameters")
             state = self.state[p]
             if "eps_plus_sum" not in state:
+                _check_eps_fits(eps, p.dtype)
                 new_state = True
                 # s = 0: the accumulator starts at eps (see "State" in the class docstring).
                 state["eps_plus_sum"] = torch.full_like(
                     p, eps, memory_format=torch.contiguous_format)
                 state["eps_in_sum"] = eps
             elif state["eps_in_sum"] != eps:  # eps was edited between tasks: shift once
+                _check_eps_fits(eps, p.dtype)
                 state["eps_plus_sum"].add_(eps - state["eps_in_sum"])
                 state["eps_in_sum"] = eps
             if self.track_updates and "update_count" not in state:
@@ -225,6 +252,13 @@ class CLASSP(Optimizer):
                 self.state[p][key] = view
 
     def load_state_dict(self, state_dict) -> None:
+        # Another optimizer's state (Adam's, Adagrad's) would load and fail at the first
+        # step; say so now, naming what is missing.
+        for group in state_dict.get("param_groups", []):
+            missing = [k for k in _GROUP_KEYS if k not in group]
+            if missing:
+                raise ValueError(f"not a CLASSP state_dict: its param groups lack "
+                                 f"{', '.join(missing)}; load it into the optimizer that saved it")
         super().load_state_dict(state_dict)
         self._workspace.clear()
         self._adopt_plain_sums()
@@ -352,11 +386,13 @@ def _single_tensor_classp(
     for i, (param, grad, eps_plus_s) in enumerate(zip(params, grads, sums)):
         g = -grad if maximize else grad
         if rule == "algorithm":
-            mask = g.abs() > math.sqrt(threshold)  # per weight: g^2 > threshold
+            # per weight: g^2 > threshold, written so that a NaN passes the mask (and
+            # poisons the weight and s), as on the flat and fused paths
+            mask = ~(g.abs() <= math.sqrt(threshold))
             eps_plus_s.add_(torch.where(mask, _powered_(g.abs(), power), 0))
             step = g / _root_(eps_plus_s.clone(), power) if decay else g
         elif rule == "equation":
-            mask = g.abs() > math.sqrt(threshold)  # per weight: g^2 > threshold
+            mask = ~(g.abs() <= math.sqrt(threshold))  # per weight: g^2 > threshold; NaN passes
             step = g / eps_plus_s.sqrt() if decay else g  # past gradients only, square root
             eps_plus_s.add_(_powered_(g.abs(), power))  # every gradient counts, masked or not
         else:  # "reference-code"
@@ -564,7 +600,7 @@ def _fused_rule(params, grads, sums, counts, lr, sqrt_threshold, *, eps, power, 
             eps_plus_s.add_(a)  # |g| whatever the power, as published
             h, divisor = g, (_root_(eps_plus_s.clone(), power) if decay else None)
         else:
-            mask = a > sqrt_threshold
+            mask = ~(a <= sqrt_threshold)  # g^2 > threshold; a NaN passes, as on the other paths
             h = torch.where(mask, g, 0.0) if masked else g  # hardshrink in the flat path
             if counts is not None:
                 counts[i].add_((mask & (g != 0)).to(counts[i].dtype))
