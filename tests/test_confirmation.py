@@ -72,3 +72,11 @@ def test_classps_chosen_settings_are_named_when_they_are_another_method():
     assert lines[-1] == ("note: classp's chosen settings are plain SGD (...); every classp number "
                          "above is that method's, not CLASSP's thresholding")
     assert not any(line.startswith("note:") for line in verdict_lines(OUTCOMES, SCORES, "val_accuracy"))
+
+
+def test_with_ewc_the_only_baseline_its_comparison_is_printed_once():
+    two = {m: OUTCOMES[m] for m in ("classp", "ewc")}
+    lines = verdict_lines(two, {"classp": 0.9, "ewc": 0.8}, "val_accuracy")
+    assert len(lines) == 3 and lines[0].startswith("CLASSP vs EWC") and lines[1].startswith("verdict: ")
+    assert lines[2].startswith("best baseline: ewc, chosen by the tuning objective")
+    assert lines[2].endswith("; its verdict is the CLASSP vs EWC one above")

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 
 from support import REPO, TINY_STUDY, run_classp, subprocess_env
@@ -29,6 +30,12 @@ def recorded_home(tmp_path_factory) -> Path:
                      env={"CLASSP_HOME": str(home)})
     assert out.returncode == 0, out.stderr
     return home
+
+
+def _trials(home: Path, name: str) -> list:
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(home / "optuna.journal")))
+    return optuna.load_study(study_name=name, storage=storage).get_trials()
 
 
 def _runs(home: Path) -> list[tuple[str, str]]:
@@ -287,6 +294,56 @@ def test_ctrl_c_mid_study_ends_the_parent_and_the_trial_runs_and_resume_finishes
     assert out.returncode == 0, out.stderr
     states = dict(_runs(home))
     assert states["tiny.sgd"] == "FINISHED" and "RUNNING" not in states.values()
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_mid_study_end_every_run_as_ctrl_c_does(tmp_path, signum, status):
+    """How `kill`, `docker stop`, `timeout` and Slurm stop a job, and a closed terminal."""
+    home = tmp_path / "home"
+    spec = tmp_path / "spec.toml"
+    spec.write_text(TINY_STUDY.read_text().replace("epochs = 1", "epochs = 200"))
+    process = subprocess.Popen([sys.executable, "-m", "classp.cli", "study", "run", str(spec),
+                                "--method", "sgd", "--n-trials", "2"],
+                               env=subprocess_env(CLASSP_HOME=str(home)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _mlflow_runs_when_ready(home, time.monotonic() + 120)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == status and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == f"classp: interrupted by {signal.Signals(signum).name}"
+    assert dict(_runs(home)) == {"tiny.sgd": "KILLED", "trial-0": "FAILED"}  # nothing RUNNING
+    # the interrupted trial is failed and queued again (its parameters), as Ctrl-C does
+    assert [t.state for t in _trials(home, "tiny.sgd")] == [optuna.trial.TrialState.FAIL,
+                                                          optuna.trial.TrialState.WAITING]
+    out = run_classp("study", "run", TINY_STUDY, "--method", "sgd", "--n-trials", "2",
+                     env={"CLASSP_HOME": str(home)})
+    assert out.returncode == 0, out.stderr
+    states = dict(_runs(home))
+    assert "RUNNING" not in states.values()
+    done = [t.state for t in _trials(home, "tiny.sgd")]
+    assert done.count(optuna.trial.TrialState.COMPLETE) == 2  # resumed to exactly N
+    assert optuna.trial.TrialState.RUNNING not in done and optuna.trial.TrialState.WAITING not in done
+
+
+def test_sigterm_to_a_workers_parent_reaches_its_workers(tmp_path):
+    home = tmp_path / "home"
+    spec = tmp_path / "spec.toml"
+    spec.write_text(TINY_STUDY.read_text().replace("epochs = 1", "epochs = 200"))
+    process = subprocess.Popen([sys.executable, "-m", "classp.cli", "study", "run", str(spec),
+                                "--method", "sgd", "--n-trials", "6", "--workers", "2"],
+                               env=subprocess_env(CLASSP_HOME=str(home)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _mlflow_runs_when_ready(home, time.monotonic() + 180)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "classp: interrupted by SIGTERM"
+    time.sleep(3)  # a worker still running would start its next trial now
+    states = dict(_runs(home))
+    assert "RUNNING" not in states.values(), states
+    trials = _trials(home, "tiny.sgd")
+    assert not any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    assert len(trials) <= 2  # no worker went on to start new trials
 
 
 @pytest.mark.parametrize("delay", [0.3, 1.0, 2.0])

@@ -405,8 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"classp: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("classp: interrupted", file=sys.stderr)
-        return 130
+        print(interrupts.message(), file=sys.stderr)
+        return interrupts.exit_status()
 
 
 if __name__ == "__main__":

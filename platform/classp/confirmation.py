@@ -155,7 +155,7 @@ def verdict_lines(outcomes: dict[str, MethodOutcome], tuning_scores: dict[str, f
     if paired is not None and outcomes[VERDICT_PAIR[1]].finals:
         lines += _headline(paired, outcomes, f"{a.upper()} vs {VERDICT_PAIR[1].upper()}")
     others = [m for m in outcomes if m != a and outcomes[m].finals]
-    if others:
+    if others and others != [VERDICT_PAIR[1]]:  # more than the headline's comparison
         lines.append(f"{a} against each method (old-task accuracy, paired by seed; 95% t-intervals "
                      f"each on its own, not adjusted for the {len(others)} comparisons):")
         for m in others:
@@ -174,8 +174,11 @@ def verdict_lines(outcomes: dict[str, MethodOutcome], tuning_scores: dict[str, f
         scores = ", ".join(f"{m} {100 * tuning_scores[m]:.2f}%" for m in ranked)
         lines.append(f"best baseline: {best}, chosen by the tuning objective ({objective} of each "
                      f"study's best trial, fixed before any confirmation run: {scores})")
-        lines += _headline(compare(outcomes, a, best), outcomes,
-                           f"{a.upper()} vs the best baseline, {best.upper()}")
+        if best == VERDICT_PAIR[1] and paired is not None:
+            lines[-1] += f"; its verdict is the {a.upper()} vs {best.upper()} one above"
+        else:
+            lines += _headline(compare(outcomes, a, best), outcomes,
+                               f"{a.upper()} vs the best baseline, {best.upper()}")
     for method, what in (chosen or {}).items():
         lines.append(f"note: {method}'s chosen settings are {what}; every {method} number above "
                      f"is that method's, not {method.upper()}'s thresholding")

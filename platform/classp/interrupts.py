@@ -1,4 +1,9 @@
-"""Ctrl-C that always ends a command cleanly.
+"""Ctrl-C, SIGTERM and SIGHUP that always end a command cleanly.
+
+`kill`, `docker stop`, `timeout` and Slurm stop a job with SIGTERM, a closed terminal with
+SIGHUP; each is handled as Ctrl-C is (runs ended, the running trial queued again), and
+the command exits with 128 + the signal's number, as a shell reports it: 130 for SIGINT,
+143 for SIGTERM, 129 for SIGHUP.
 
 Python raises KeyboardInterrupt wherever the main thread happens to be, and where that is
 a garbage-collector callback (SQLAlchemy has some) the exception is printed as "Exception
@@ -17,6 +22,8 @@ import threading
 
 _requested = False
 _deferring = 0
+_signal = signal.SIGINT  # the signal that asked to stop
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def install() -> None:
@@ -24,7 +31,8 @@ def install() -> None:
     Python from printing "Exception ignored ... Traceback" for a Ctrl-C it loses in a
     callback: that one is noted, and the next `check()` raises it."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _on_sigint)
+        for signum in HANDLED:
+            signal.signal(signum, _on_sigint)
         if sys.unraisablehook is not _quiet_when_noted:
             global _previous_hook
             _previous_hook = sys.unraisablehook
@@ -40,10 +48,20 @@ def _quiet_when_noted(unraisable) -> None:
 
 
 def _on_sigint(signum, frame) -> None:
-    global _requested
-    _requested = True
+    global _requested, _signal
+    _requested, _signal = True, signal.Signals(signum)
     if not _deferring:
         raise KeyboardInterrupt
+
+
+def exit_status() -> int:
+    """128 + the number of the signal that stopped the command (130 for Ctrl-C)."""
+    return 128 + int(_signal)
+
+
+def message() -> str:
+    """The one line an interrupted command ends with."""
+    return "classp: interrupted" + ("" if _signal == signal.SIGINT else f" by {_signal.name}")
 
 
 def check() -> None:
