@@ -358,3 +358,58 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path, delay):
     assert "Traceback" not in stderr, stderr
     assert process.returncode == 130
     assert stderr.strip().splitlines() == ["classp: interrupted"]
+
+
+# ----------------------------------------------------------------------------------------
+# Output streams: a closed pipe is a quiet exit; an unwritable stdout is one line
+# ----------------------------------------------------------------------------------------
+
+
+def _read_one_line_then_close(args: list[str], home: Path) -> tuple[str, int, str]:
+    """What `classp ARGS | head -1` does to the command: read a line, close the pipe."""
+    process = subprocess.Popen([sys.executable, "-m", "classp.cli", *args],
+                               env=subprocess_env(CLASSP_HOME=str(home)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline()
+    process.stdout.close()
+    stderr = process.stderr.read()
+    return first, process.wait(timeout=300), stderr
+
+
+def test_a_closed_pipe_ends_classp_list_quietly(tmp_path):
+    """`classp list | true`: the reader is gone before the first line (a short output is
+    written whole into the pipe's buffer if the reader is still there)."""
+    process = subprocess.Popen([sys.executable, "-m", "classp.cli", "list"], env=subprocess_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141 and stderr == ""
+
+
+def test_a_closed_pipe_mid_study_stops_it_as_ctrl_c_does_and_it_resumes(tmp_path):
+    home = tmp_path / "home"
+    first, status, stderr = _read_one_line_then_close(
+        ["study", "run", str(TINY_STUDY), "--n-trials", "2"], home)
+    assert first.startswith("tiny.classp: 2 trials")
+    assert status == 141 and "Traceback" not in stderr, stderr
+    # the failure surfaces at the first print after the close (each print is flushed),
+    # outside any trial: nothing is left RUNNING and nothing counts as failed
+    states = dict(_runs(home))
+    assert "RUNNING" not in states.values() and states["tiny.classp"] == "FINISHED"
+    assert not any(t.state == optuna.trial.TrialState.FAIL for t in _trials(home, "tiny.classp"))
+    out = run_classp("study", "run", TINY_STUDY, "--n-trials", "2", env={"CLASSP_HOME": str(home)})
+    assert out.returncode == 0, out.stderr
+    for method in ("classp", "sgd"):
+        done = [t.state for t in _trials(home, f"tiny.{method}")]
+        assert done.count(optuna.trial.TrialState.COMPLETE) == 2
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_standard_output_that_cannot_be_written_is_one_line(tmp_path):
+    with open("/dev/full", "w") as full:
+        out = subprocess.run([sys.executable, "-m", "classp.cli", "list"], stdout=full,
+                             stderr=subprocess.PIPE, text=True, env=subprocess_env(), timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "classp: error: cannot write to standard output: No space left on device; redirect it "
+        "somewhere writable"]

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from classp import interrupts
+from classp import interrupts, streams
 from classp.errors import UserError
 from classp.tomlfile import read_spec
 
@@ -399,11 +399,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         interrupts.install()
-        args = build_parser().parse_args(argv)
-        return args.func(args)
+        with streams.guarded_stdout():
+            args = build_parser().parse_args(argv)
+            return args.func(args)
     except UserError as exc:
         print(f"classp: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except streams.OutputClosed:  # `classp ... | head`: a quiet exit, as Unix tools make
+        streams.silence_stdout()
+        return streams.CLOSED_PIPE_STATUS
     except KeyboardInterrupt:
         print(interrupts.message(), file=sys.stderr)
         return interrupts.exit_status()
