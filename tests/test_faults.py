@@ -8,6 +8,7 @@ its home.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sqlite3
@@ -86,6 +87,44 @@ def test_a_folder_or_binary_garbage_as_the_spec(home, tmp_path, command):
     out = run_classp(*command, garbage, env={"CLASSP_HOME": str(home)})
     _fails_in_one_line(out, f"{garbage} is not a UTF-8 text file")
     assert _snapshot(home) == before
+
+
+@pytest.mark.parametrize("command", [["study", "run"], ["dashboard"], ["reproduce"]])
+def test_a_spec_that_is_a_fifo_a_device_or_huge_is_refused_before_reading(home, tmp_path, command):
+    """A FIFO would block the read forever; /dev/zero would never end."""
+    before = _snapshot(home)
+    fifo = tmp_path / "spec.toml"
+    os.mkfifo(fifo)
+    out = run_classp(*command, fifo, env={"CLASSP_HOME": str(home)}, timeout=120)
+    _fails_in_one_line(out, f"{fifo} is not a regular file; give the path of a .toml file")
+    out = run_classp(*command, "/dev/zero", env={"CLASSP_HOME": str(home)}, timeout=120)
+    _fails_in_one_line(out, "/dev/zero is not a regular file")
+    huge = tmp_path / "huge.toml"
+    huge.write_text("# " + "x" * (2 << 20) + "\n")
+    out = run_classp(*command, huge, env={"CLASSP_HOME": str(home)}, timeout=120)
+    _fails_in_one_line(out, f"{huge} holds 2,097,155 bytes, more than a spec ever needs")
+    assert _snapshot(home) == before
+
+
+def test_an_error_that_echoes_a_huge_value_is_cut_in_the_middle(home, tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(TINY_STUDY.read_text().replace('sequence = "split-digits"',
+                                                   f'sequence = "{"y" * 900_000}"'))
+    before = _snapshot(home)
+    line = _fails_in_one_line(_study(home, spec), "study.sequence: unknown sequence 'yyy",
+                              "characters cut ...]", "allowed: mnist-fmnist")
+    assert len(line) < 1200
+    assert _snapshot(home) == before
+
+
+def test_a_seed_beyond_64_bits_is_refused_before_anything_is_written(home, tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(TINY_STUDY.read_text().replace("seeds = [0]", "seeds = [18446744073709551616]"))
+    before = _snapshot(home)
+    _fails_in_one_line(_study(home, spec), "study.seeds: a seed must be an integer from 0 to 2**63 - 1")
+    assert _snapshot(home) == before
+    _fails_in_one_line(run_classp("run", "--seed", "-3", env={"CLASSP_HOME": str(home)}),
+                       "a seed must be an integer from 0 to 2**63 - 1, got -3")
 
 
 def test_a_classp_home_that_is_a_file_or_not_writable(tmp_path):

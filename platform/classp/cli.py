@@ -396,6 +396,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_ERROR_CHARS = 1000
+
+
+def capped(message: str) -> str:
+    """An error that echoes a huge value (a 50 MB string in a spec) keeps its head, which
+    names the problem, and its tail, which names the fix; the middle is cut, and said so."""
+    if len(message) <= MAX_ERROR_CHARS:
+        return message
+    keep = MAX_ERROR_CHARS // 2
+    return f"{message[:keep]} [... {len(message) - 2 * keep:,} characters cut ...] {message[-keep:]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         interrupts.install()
@@ -403,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             return args.func(args)
     except UserError as exc:
-        print(f"classp: error: {exc}", file=sys.stderr)
+        print(f"classp: error: {capped(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except streams.OutputClosed:  # `classp ... | head`: a quiet exit, as Unix tools make
         streams.silence_stdout()

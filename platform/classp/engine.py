@@ -178,11 +178,20 @@ def epochs_per_task(config: RunConfig, sequence: TaskSequence) -> list[int]:
     return epochs
 
 
+MAX_SEED = 2**63 - 1  # torch's generators take a 64-bit seed; beyond, they overflow
+
+
+def check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"a seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
+
+
 def check_config(config: RunConfig) -> None:
     """Every check of a run's settings that needs no data, so that bad input fails before
     anything loads: the one place they are checked (the command line, a spec's [run] table
     and `run` all come here)."""
     check_data_options(config.sequence, data_options(config))
+    check_seed(config.seed)
     if config.model is not None:
         check_model_name(config.model)
     if config.batch_size is not None and (not isinstance(config.batch_size, int) or config.batch_size < 1):

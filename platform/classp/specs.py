@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from classp.data import SEQUENCES, task_count
-from classp.engine import SPLITS, RunConfig, check_config, data_options, run_settings
+from classp.engine import SPLITS, RunConfig, check_config, check_seed, data_options, run_settings
 from classp.errors import UserError
 from classp.methods import METHODS
 from classp.tomlfile import Table, read_toml
@@ -189,8 +189,8 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     if n_trials is not None and n_trials < 1:
         study.fail("n_trials", f"must be at least 1, got {n_trials}")
     timeout = study.get("timeout_minutes", (float, int), None)
-    if timeout is not None and timeout <= 0:
-        study.fail("timeout_minutes", f"must be positive, got {timeout}")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        study.fail("timeout_minutes", f"must be a positive number of minutes, got {timeout}")
     seeds = _int_list(study, "seeds", [0])
     # Five confirmation seeds at least by default: a paired verdict needs a spread.
     confirm = _int_list(study, "confirm_seeds", [1000, 1001, 1002, 1003, 1004])
@@ -231,7 +231,9 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
         pruner_t.fail("n_startup_trials", f"must be 0 or more, got {startup}")
 
     method_tables = top.sub("methods", required=True)
-    listed = study.get("methods", (list,), None) or list(method_tables.table)
+    listed = study.get("methods", (list,), None)
+    if listed is None:  # not given: every [methods.*] table
+        listed = list(method_tables.table)
     if not listed:
         study.fail("methods", "no methods to tune; name at least one")
     methods = []
@@ -291,6 +293,11 @@ def _int_list(reader: Table, key: str, default: list[int]) -> list[int]:
         reader.fail(key, f"expected a non-empty list of integers, got {values!r}")
     if len(set(values)) != len(values):
         reader.fail(key, f"seeds repeat in {values!r}; give distinct seeds")
+    for value in values:
+        try:
+            check_seed(value)
+        except UserError as exc:
+            reader.fail(key, str(exc))
     return list(values)
 
 

@@ -8,6 +8,8 @@ import tomllib
 
 from classp.errors import UserError
 
+MAX_SPEC_BYTES = 1 << 20  # the shipped specs hold a few KB; a table of a thousand rows fits
+
 
 def read_toml(path: str | Path, what: str, example: str) -> tuple[Path, dict]:
     """(path, parsed table); a missing, unreadable or malformed file is a `UserError` naming it."""
@@ -17,6 +19,11 @@ def read_toml(path: str | Path, what: str, example: str) -> tuple[Path, dict]:
         raise UserError(f"{what} not found: {path}; {fix}")
     if path.is_dir():
         raise UserError(f"{what} {path} is a directory; {fix}")
+    if not path.is_file():  # a FIFO would block forever, /dev/zero never end
+        raise UserError(f"{what} {path} is not a regular file; {fix}")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise UserError(f"{what} {path} holds {path.stat().st_size:,} bytes, more than a spec "
+                        f"ever needs ({MAX_SPEC_BYTES:,}); {fix}")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
