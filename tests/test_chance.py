@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from classp import chance, scenarios
 from classp.data import load_sequence
 

@@ -452,3 +452,47 @@ def test_standard_output_that_cannot_be_written_is_one_line(tmp_path):
     assert out.stderr.strip().splitlines() == [
         "classp: error: cannot write to standard output: No space left on device; redirect it "
         "somewhere writable"]
+
+
+# ----------------------------------------------------------------------------------------
+# Stores in states MLflow allows, and outputs that are not text
+# ----------------------------------------------------------------------------------------
+
+
+def test_a_study_whose_experiment_is_in_mlflows_trash_is_refused_before_writing(home):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("split-digits")
+    client.delete_experiment(experiment.experiment_id)
+    before = _snapshot(home)
+    for command in (["study", "run", TINY_STUDY, "--n-trials", "2", "--method", "sgd"],
+                    ["study", "confirm", TINY_STUDY, "--method", "sgd"]):
+        out = run_classp(*command, env={"CLASSP_HOME": str(home)})
+        _fails_in_one_line(out, "the MLflow experiment 'split-digits'", "is in MLflow's trash",
+                           f"mlflow experiments restore --experiment-id {experiment.experiment_id}")
+    assert _snapshot(home) == before
+    client.restore_experiment(experiment.experiment_id)
+    assert _study(home).returncode == 0  # restored, the study goes on
+
+
+def test_confirm_after_the_spec_gained_a_searched_parameter_is_one_line(home, tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(TINY_STUDY.read_text().replace(
+        "[methods.sgd.search]\nlr = { low = 1e-2, high = 0.5, log = true }",
+        "[methods.sgd.search]\nlr = { low = 1e-2, high = 0.5, log = true }\n"
+        "momentum = { low = 0.0, high = 0.9 }"))
+    before = _snapshot(home)
+    out = run_classp("study", "confirm", spec, "--method", "sgd", env={"CLASSP_HOME": str(home)})
+    _fails_in_one_line(out, "methods.sgd.search.momentum: the best trial (trial 0) of study tiny.sgd "
+                            "has no momentum, which the spec now searches")
+    assert _snapshot(home) == before
+
+
+def test_reproduce_from_logs_given_a_binary_file_is_one_line(tmp_path):
+    binary = tmp_path / "run.log"
+    binary.write_bytes(bytes(range(256)) * 8)
+    for spec in (REPO / "studies" / "paper-table1.toml", REPO / "studies" / "hsu2018-split-mnist.toml"):
+        out = run_classp("reproduce", spec, "--from-logs", binary)
+        _fails_in_one_line(out, f"cannot read {binary}: not a UTF-8 text file (binary data?); "
+                                f"give the files `classp reproduce` wrote")

@@ -57,3 +57,18 @@ def file_lock(path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_output(path) -> str:
+    """The text of an output `classp reproduce` wrote (for --from-logs); a folder, an
+    unreadable or a binary file is one line."""
+    path = Path(path)
+    fix = "give the files `classp reproduce` wrote"
+    if not path.is_file():
+        raise UserError(f"cannot read {path}: not a regular file; {fix}")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"cannot read {path}: not a UTF-8 text file (binary data?); {fix}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}; {fix}") from None

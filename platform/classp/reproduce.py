@@ -30,6 +30,7 @@ from classp.engine import RunConfig, run
 from classp.errors import UserError
 from classp.methods import METHODS, build_method
 from classp.paper import PAPER_RUNS, TABLES
+from classp.paths import read_output
 from classp.tomlfile import Table, read_spec
 from classp.tracking import TAG_KIND, TAG_METHOD, TAG_RULE, TAG_SEQUENCE, RunLogger, Tracking
 
@@ -347,13 +348,7 @@ def results_from_logs(spec: ReproduceSpec, texts: dict[str, str]) -> tuple[dict,
 
 
 def table_from_logs(spec: ReproduceSpec, paths: list[Path], echo=print) -> str:
-    texts = {}
-    for path in paths:
-        try:
-            texts[str(path)] = Path(path).read_text()
-        except OSError as exc:
-            raise UserError(f"cannot read {path}: {exc.strerror}; give the files `classp reproduce` "
-                            f"wrote") from None
+    texts = {str(path): read_output(path) for path in paths}
     results, picked, seeds = results_from_logs(spec, texts)
     title = f"{spec.name}: accuracy (%) on {spec.report_task} after the last task, from {len(paths)} output(s)"
     table = format_table(spec, results, title, seeds, picked)

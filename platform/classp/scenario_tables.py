@@ -27,6 +27,7 @@ from classp.engine import RunConfig, run
 from classp.errors import UserError
 from classp.literature import REFERENCE_TABLES
 from classp.methods import build_method
+from classp.paths import read_output
 from classp.reproduce import row_method, row_tables
 from classp.scenarios import SCENARIOS
 from classp.tomlfile import Table
@@ -257,12 +258,7 @@ def scenario_table_from_logs(spec: ScenarioTableSpec, paths: list[Path], echo=pr
     labels = {row.label: i for i, row in enumerate(spec.rows)}
     cells: dict[tuple[int, str], Cell] = {}
     for path in paths:
-        try:
-            text = Path(path).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not a text file"
-            raise UserError(f"cannot read {path}: {reason}; give the files `classp reproduce` "
-                            f"wrote") from None
+        text = read_output(path)
         for line in text.splitlines():
             m = _RUN_LINE.match(line.strip())
             if not m:

@@ -154,6 +154,17 @@ class Tracking:
                             f"{first_line(exc)}; start it (docker compose up, or `classp ui`) "
                             f"or pass --tracking-uri") from None
 
+    def check_experiment(self, name: str) -> None:
+        """Reads only: an experiment of that name in MLflow's trash can take no runs; say
+        how to restore it before anything is written."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None and found.lifecycle_stage == "deleted":
+            raise UserError(f"the MLflow experiment {name!r} (id {found.experiment_id}) is in "
+                            f"MLflow's trash; restore it (`mlflow experiments restore "
+                            f"--experiment-id {found.experiment_id}`, with MLFLOW_TRACKING_URI="
+                            f"{redact(self.uri)}) or delete it for good (`mlflow gc`), then run "
+                            f"the command again")
+
     def experiment(self, name: str) -> str:
         """The id of the experiment `name`, created if missing (safe against a race)."""
         found = self.client.get_experiment_by_name(name)

@@ -14,10 +14,10 @@ from classp.confirmation import MethodOutcome, compare, format_table, verdict_li
 from classp.engine import run
 from classp.errors import UserError
 from classp.specs import StudySpec
-from classp.study.objective import trial_config
+from classp.study.objective import objective_names, trial_config
 from classp.study.run import load_sequence_for, log_tuning
+from classp.study.space import check_search_space
 from classp.study.storage import open_storage
-from classp.study.objective import objective_names
 from classp.study.summary import best_params, chosen_settings
 from classp.tracking import (
     TAG_KIND,
@@ -43,6 +43,7 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
         spec.method(m)
     tracking = Tracking(tracking_uri)
     tracking.check()
+    tracking.check_experiment(spec.sequence)
     storage = open_storage(storage_url)
     studies = {}
     for m in methods:
@@ -52,8 +53,9 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
         except KeyError:
             raise UserError(f"no study {spec.study_name(m)} in {redact(storage.url)}; run "
                             f"`classp study run {spec.path}` first") from None
-    for m, study in studies.items():  # a study made before [tuning] existed: same-stream
-        tuned = study.user_attrs.get("tuning", "same-stream")
+    for m, study in studies.items():
+        check_search_space(study, spec.method(m))  # the space it was tuned in is the spec's
+        tuned = study.user_attrs.get("tuning", "same-stream")  # before [tuning]: same-stream
         if tuned != spec.tuning.key:
             raise UserError(f"{spec.path}: [tuning]: study {study.study_name} was tuned under "
                             f"{tuned!r}, the spec says {spec.tuning.key!r}; confirm the spec it "

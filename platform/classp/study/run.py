@@ -139,6 +139,7 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
     # Everything that can fail does so before any training: tracking, storage, data.
     tracking = Tracking(tracking_uri)
     tracking.check()
+    tracking.check_experiment(spec.sequence)
     storage = open_storage(storage_url, on_stale_trial=close_stale_run(tracking))
     sequence = tuning_sequence_for(spec, methods)
     for method in methods:  # a study that no longer fits its spec stops all before any runs
@@ -203,6 +204,7 @@ def run_study_workers(spec: StudySpec, n_workers: int, methods: list[str] | None
     # worker starts (each would print the same error).
     tracking = Tracking(tracking_uri)
     tracking.check()
+    tracking.check_experiment(spec.sequence)
     storage = open_storage(storage_url)
     tuning_sequence_for(spec, methods)
     for method in methods:

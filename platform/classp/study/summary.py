@@ -129,7 +129,12 @@ def best_params(study, spec: StudySpec) -> tuple[dict, Any]:
     for name, dist in method.search.items():
         if isinstance(dist, FloatRange) and dist.none and not best.params.get(f"{name}_on", True):
             params[name] = 0.0
-        else:
+        elif name in best.params:
             params[name] = best.params[name]
+        else:  # the spec searches a parameter the best trial never had
+            raise UserError(f"{spec.path}: methods.{method.name}.search.{name}: the best trial "
+                            f"(trial {best.number}) of study {study.study_name} has no {name}, "
+                            f"which the spec now searches; confirm with the spec it was tuned "
+                            f"with, or give the study a new name and run it again")
     return {**method.fixed, **params}, best
 
