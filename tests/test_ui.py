@@ -65,7 +65,7 @@ def test_a_stop_signal_to_classp_ui_stops_its_server_and_frees_the_port(tmp_path
             os.killpg(os.getpgid(p), signal.SIGKILL)
 
 
-def test_a_port_in_use_is_one_line(tmp_path):
+def test_a_port_held_by_a_plain_socket_is_one_line_before_any_server_starts(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -74,9 +74,29 @@ def test_a_port_in_use_is_one_line(tmp_path):
                               capture_output=True, text=True, timeout=180,
                               env=subprocess_env(CLASSP_HOME=str(tmp_path / "home")))
     assert done.returncode == 2
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("classp: error: the MLflow server exited with status")
-    assert f"is port {port} in use, or 127.0.0.1 not an address of this machine?" in last
+    # one line: no page of the MLflow server's log before it
+    assert done.stderr.strip().splitlines() == [
+        f"classp: error: port {port} on 127.0.0.1 is in use by another program (Address already "
+        f"in use); stop it, or choose another port with --port"]
+
+
+def test_another_http_server_on_the_port_is_not_taken_for_ours(tmp_path):
+    """It would answer the health check; before, `classp ui` reported it as its own UI."""
+    import http.server
+    import threading
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = subprocess.run([sys.executable, "-m", "classp.cli", "ui", "--port", str(port)],
+                              capture_output=True, text=True, timeout=180,
+                              env=subprocess_env(CLASSP_HOME=str(tmp_path / "home")))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 2 and "MLflow UI on" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"classp: error: port {port} on 127.0.0.1 is in use")
 
 
 @pytest.mark.parametrize("port", ["99999", "0"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,9 +30,30 @@ def server_command(uri: str, artifact_root: str, host: str, port: int) -> list[s
             "--workers", "1"]
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Whatever holds the port (another HTTP server, a plain socket) would either answer the
+    health check in our server's place or make it exit after pages of its log: find out
+    first, by binding the port ourselves, as the server is about to."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise UserError(f"--host {host} is not a name or address this machine can listen on; "
+                        f"give one of its addresses, e.g. 127.0.0.1") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As the server binds: SO_REUSEADDR, so a port in TIME_WAIT after a stop is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UserError(f"port {port} on {host} is in use by another program ({exc.strerror}); "
+                            f"stop it, or choose another port with --port") from None
+
+
 def serve(uri: str, artifact_root: str, host: str, port: int, echo=None) -> int:
     """Run the server until it ends or a stop signal comes; return its exit status."""
     echo = echo or (lambda text: print(text, file=sys.stderr, flush=True))
+    check_port_free(host, port)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(server_command(uri, artifact_root, host, port), env=env,
                               start_new_session=True)
