@@ -496,3 +496,65 @@ def test_reproduce_from_logs_given_a_binary_file_is_one_line(tmp_path):
         out = run_classp("reproduce", spec, "--from-logs", binary)
         _fails_in_one_line(out, f"cannot read {binary}: not a UTF-8 text file (binary data?); "
                                 f"give the files `classp reproduce` wrote")
+
+
+# ----------------------------------------------------------------------------------------
+# Data files that lie: counts, labels and gzip checked at load
+# ----------------------------------------------------------------------------------------
+
+
+def _lying_mnist(root: Path, lie: str) -> Path:
+    """MNIST-format files in `root`/MNIST/raw, with one lie told."""
+    import gzip
+
+    import numpy as np
+
+    from support import make_mnist_like, write_idx
+
+    raw = root / "MNIST" / "raw"
+    make_mnist_like(raw)
+    labels = raw / "train-labels-idx1-ubyte"
+    values = np.frombuffer(labels.read_bytes()[8:], dtype=np.uint8)
+    if lie == "fewer labels":
+        write_idx(labels, values[:-10])
+    elif lie == "more labels":
+        write_idx(labels, np.concatenate([values, values[:10]]))
+    elif lie == "label 255":
+        flipped = values.copy()
+        flipped[7] = 255
+        write_idx(labels, flipped)
+    elif lie in ("garbage gz", "truncated gz"):
+        data = labels.read_bytes()
+        labels.unlink()
+        packed = gzip.compress(data)
+        (raw / "train-labels-idx1-ubyte.gz").write_bytes(
+            b"not gzip at all" * 10 if lie == "garbage gz" else packed[: len(packed) // 2])
+    return labels
+
+
+@pytest.mark.parametrize("lie, message", [
+    ("fewer labels", "train-images-idx3-ubyte holds 200 images but train-labels-idx1-ubyte 190 labels"),
+    ("more labels", "train-images-idx3-ubyte holds 200 images but train-labels-idx1-ubyte 210 labels"),
+    ("label 255", "train-labels-idx1-ubyte holds 1 label(s) outside 0-9 (the first: 255)"),
+    ("garbage gz", "train-labels-idx1-ubyte.gz cannot be unpacked"),
+    ("truncated gz", "train-labels-idx1-ubyte.gz cannot be unpacked"),
+])
+def test_data_files_that_lie_are_one_line_for_a_run_and_a_study(home, tmp_path, lie, message):
+    _lying_mnist(tmp_path / "data", lie)
+    out = run_classp("run", "--sequence", "split-mnist", "--data-dir", tmp_path / "data",
+                     "--no-progress", env={"CLASSP_HOME": str(home)})
+    _fails_in_one_line(out, message, "replace")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(TINY_STUDY.read_text().replace('sequence = "split-digits"', 'sequence = "split-mnist"'))
+    before = _snapshot(home)
+    out = _study(home, spec, env={"CLASSP_DATA": str(tmp_path / "data")})
+    _fails_in_one_line(out, message)
+    assert _snapshot(home) == before  # nothing recorded changed
+    assert not list((tmp_path / "data" / "MNIST" / "raw").glob(".*.part"))  # no half-written file
+
+
+def test_classp_data_refuses_labels_out_of_range_before_writing(tmp_path):
+    _lying_mnist(tmp_path / "src", "label 255")
+    out = run_classp("data", "mnist", tmp_path / "src" / "MNIST" / "raw", "--data-dir", tmp_path / "data")
+    _fails_in_one_line(out, "train-labels-idx1-ubyte holds 1 label(s) outside 0-9 (the first: 255)")
+    assert not (tmp_path / "data").exists()

@@ -67,11 +67,39 @@ def check_idx(data: bytes, where: str) -> tuple[int, ...]:
     return shape
 
 
-def check_idx_file(path: Path) -> None:
+def check_idx_file(path: Path) -> tuple[int, ...]:
     """`check_idx` of a file on disk, reading its header only."""
     with open(path, "rb") as f:
         head = f.read(4 + 4 * 4)
-    _check_size(idx_shape(head, str(path)), path.stat().st_size, str(path))
+    shape = idx_shape(head, str(path))
+    _check_size(shape, path.stat().st_size, str(path))
+    return shape
+
+
+NUM_CLASSES = 10  # MNIST's digits and Fashion-MNIST's garments
+
+
+def check_pairs(shapes: dict[str, tuple[int, ...]], where: Path) -> None:
+    """Each images file holds as many images as its labels file holds labels, and the
+    shapes are those of 28x28 images and a list of labels."""
+    for split in ("train", "t10k"):
+        images, labels = shapes[f"{split}-images-idx3-ubyte"], shapes[f"{split}-labels-idx1-ubyte"]
+        if len(images) != 3 or len(labels) != 1:
+            raise UserError(f"{where}: {split}-images must hold images (3 dimensions) and "
+                            f"{split}-labels labels (1), got shapes {images} and {labels}; "
+                            f"replace the files with the originals")
+        if images[0] != labels[0]:
+            raise UserError(f"{where}: {split}-images-idx3-ubyte holds {images[0]:,} images but "
+                            f"{split}-labels-idx1-ubyte {labels[0]:,} labels; the files do not "
+                            f"belong together: replace them with the originals")
+
+
+def check_labels(labels, where: str) -> None:
+    """Every label is a class, 0 to 9 (a flipped byte would index past the model's outputs)."""
+    bad = [int(v) for v in labels if not 0 <= int(v) < NUM_CLASSES]
+    if bad:
+        raise UserError(f"{where} holds {len(bad):,} label(s) outside 0-{NUM_CLASSES - 1} (the "
+                        f"first: {bad[0]}); the file is corrupt: replace it with the original")
 
 
 def read_raw(folder: Path, filename: str) -> tuple[bytes, Path]:
@@ -95,10 +123,18 @@ def install(dataset: str, source: Path, root: Path, echo=print) -> Path:
     name = DATASETS[dataset]
     if not source.is_dir():
         raise UserError(f"{source} is not a folder; give the folder that holds the idx files")
-    checked = {}
+    # What is wrong with a file first (its header, its size, its labels, its partner), then
+    # whether it is the original: a lie named is more use than "md5 differs".
+    read, shapes = {}, {}
     for filename in RAW_FILES:
         data, path = read_raw(source, filename)
-        check_idx(data, str(path))
+        shapes[filename] = check_idx(data, str(path))
+        if "labels" in filename:
+            check_labels(data[8:], str(path))
+        read[filename] = data, path
+    check_pairs(shapes, source)
+    checked = {}
+    for filename, (data, path) in read.items():
         digest = hashlib.md5(data).hexdigest()
         if digest != KNOWN_MD5[name][filename]:
             raise UserError(f"{path}: md5 of its contents is {digest}, expected "

@@ -65,8 +65,13 @@ def _stage_raw_files(name: str, raw: Path) -> None:
                 # A name unique to this process: workers staging the same folder at once
                 # must not write into each other's temporary file.
                 tmp = raw / f".{filename}.{os.getpid()}.part"
-                with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+                try:
+                    with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                except (OSError, EOFError) as exc:  # garbage (BadGzipFile) or truncated
+                    tmp.unlink(missing_ok=True)
+                    raise UserError(f"{packed} cannot be unpacked ({exc}); the file is corrupt: "
+                                    f"replace it with the original") from None
                 tmp.replace(target)  # never leave a half-written file under the real name
                 break
 
@@ -95,19 +100,22 @@ def load_torchvision(name: str, root: Path, download: bool,
     """Return (train_x, train_y, test_x, test_y) of MNIST or FashionMNIST."""
     from torchvision import datasets
 
-    from classp.data.install import check_idx_file
+    from classp.data.install import check_idx_file, check_labels, check_pairs
 
     cls = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST}[name]
     raw = root / name / "raw"
     _stage_raw_files(name, raw)
-    for filename in RAW_FILES:  # a corrupt file is named as such, not "not found"
-        if (raw / filename).is_file():
-            check_idx_file(raw / filename)
+    shapes = {filename: check_idx_file(raw / filename)  # a corrupt file named as such
+              for filename in RAW_FILES if (raw / filename).is_file()}
+    if len(shapes) == len(RAW_FILES):
+        check_pairs(shapes, raw)
     try:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
     except RuntimeError as exc:  # "Dataset not found" or a failed download
         detail = "" if "not found" in str(exc) else f" (download failed: {str(exc).splitlines()[0]})"
         raise UserError(missing_files_message(name, root) + detail) from None
+    check_labels(train.targets.unique(), str(raw / "train-labels-idx1-ubyte"))
+    check_labels(test.targets.unique(), str(raw / "t10k-labels-idx1-ubyte"))
     return (normalise(train.data, pixels), train.targets.long(), normalise(test.data, pixels),
             test.targets.long())
