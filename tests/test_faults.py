@@ -558,3 +558,69 @@ def test_classp_data_refuses_labels_out_of_range_before_writing(tmp_path):
     out = run_classp("data", "mnist", tmp_path / "src" / "MNIST" / "raw", "--data-dir", tmp_path / "data")
     _fails_in_one_line(out, "train-labels-idx1-ubyte holds 1 label(s) outside 0-9 (the first: 255)")
     assert not (tmp_path / "data").exists()
+
+
+# ----------------------------------------------------------------------------------------
+# A full disk: one line, nothing RUNNING, the interrupted trial queued, resumed to exactly N
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of a given size, mounted for the test (root only; CI runs as root)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the full-disk tests mount a tmpfs and need root, which CI has")
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+
+    def sized(size: str) -> Path:
+        options = f"size={size}" if not os.path.ismount(mount) else f"remount,size={size}"
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], check=True)
+        return mount
+
+    yield sized
+    if os.path.ismount(mount):
+        # lazy: a store connection the test still holds (until garbage collection) must
+        # not keep the mount busy
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+DISK_FULL = "no space left in {home} ("
+
+
+def test_a_full_disk_at_start_is_one_line_and_the_command_resumes_once_there_is_room(small_disk):
+    home = small_disk("600k") / "home"
+    out = _study(home)
+    line = _fails_in_one_line(out, DISK_FULL.format(home=home), "free at least 10 MB there",
+                              "run the same command again")
+    assert "restore it from a backup" not in line  # not called a damaged store
+    small_disk("50m")
+    out = _study(home)
+    assert out.returncode == 0, out.stderr
+    assert [t.state for t in _trials(home, "tiny.sgd")] == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def test_a_full_disk_mid_study_queues_the_trial_and_resume_reaches_exactly_n(small_disk):
+    home = small_disk("2200k") / "home"
+    n = 20
+    out = run_classp("study", "run", TINY_STUDY, "--n-trials", n, "--method", "sgd",
+                     env={"CLASSP_HOME": str(home)})
+    _fails_in_one_line(out, DISK_FULL.format(home=home), "the interrupted one is queued to run again")
+    states = dict(_runs(home))
+    assert "RUNNING" not in states.values()
+    assert states["tiny.sgd"] == "KILLED"  # interrupted, not FAILED
+    trials = _trials(home, "tiny.sgd")
+    done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert 0 < done < n
+    assert trials[-1].state == optuna.trial.TrialState.WAITING  # the interrupted trial, queued
+    small_disk("50m")
+    out = run_classp("study", "run", TINY_STUDY, "--n-trials", n, "--method", "sgd",
+                     env={"CLASSP_HOME": str(home)})
+    assert out.returncode == 0, out.stderr
+    trials = _trials(home, "tiny.sgd")
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == n
+    assert not any(t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+                   for t in trials)
+    assert "RUNNING" not in dict(_runs(home)).values()

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from classp import interrupts, streams
-from classp.errors import UserError
+from classp import interrupts, paths, streams
+from classp.errors import DiskFull, UserError, is_disk_full
 from classp.tomlfile import read_spec
 
 EXIT_USAGE = 2
@@ -416,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except UserError as exc:
         print(f"classp: error: {capped(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        # A write that failed for want of space, somewhere without its own message.
+        print(f"classp: error: {DiskFull(paths.home())}", file=sys.stderr)
         return EXIT_USAGE
     except streams.OutputClosed:  # `classp ... | head`: a quiet exit, as Unix tools make
         streams.silence_stdout()

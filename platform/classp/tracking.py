@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from classp.errors import UserError, first_line
+from classp.errors import DiskFull, UserError, first_line, is_disk_full
 from classp.paths import ensure_home, file_lock, home, writable_folder
 
 TAG_STUDY = "classp.study"
@@ -110,6 +110,9 @@ class Tracking:
 
         for noisy in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..."
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # MLflow logs each database error with its whole traceback, then raises it: the
+        # exception reaches us, and we say it in one line (a full disk, say).
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
         if uri is None:
             ensure_home()
@@ -120,6 +123,7 @@ class Tracking:
                             f"{', '.join(s + '://' for s in TRACKING_SCHEMES)} (e.g. "
                             f"http://localhost:5000 or sqlite:///.classp/mlflow.db)")
         creating = contextlib.nullcontext()
+        db = None
         if _is_local_default(self.uri):
             db = Path(self.uri.removeprefix("sqlite:///"))
             writable_folder(db.parent, "the tracking store's folder",
@@ -128,15 +132,23 @@ class Tracking:
             # it ("table ... already exists"): one at a time, the others find it made.
             creating = file_lock(db.with_name(db.name + ".classp-lock"))
         with creating:
+            fresh = db is not None and not db.exists()
             try:
                 self.client = MlflowClient(tracking_uri=self.uri)
                 if _is_local_default(self.uri):
                     self.client.search_experiments(max_results=1)  # creates the tables
             except Exception as exc:  # an unreadable SQLite file fails here, on opening
+                if fresh and is_disk_full(exc):
+                    # Half of MLflow's migrations, nothing recorded: gone, so that the same
+                    # command starts it afresh once there is room.
+                    for leftover in (db, db.with_name(db.name + "-journal")):
+                        leftover.unlink(missing_ok=True)
                 raise self._unreadable(exc) from None
         self.version = code_version()
 
     def _unreadable(self, exc: BaseException) -> UserError:
+        if _is_local_default(self.uri) and is_disk_full(exc):
+            return DiskFull(Path(self.uri.removeprefix("sqlite:///")).parent)
         if _is_local_default(self.uri):
             return UserError(f"the MLflow store {self.uri.removeprefix('sqlite:///')} cannot be "
                              f"read ({first_line(exc.__cause__ or exc)}); it was left as it is: "
@@ -219,7 +231,8 @@ class Tracking:
         try:
             yield run_id
         except BaseException as exc:
-            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+            # A full disk interrupts the work as Ctrl-C does; it is no fault of the run's.
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, DiskFull)) or is_disk_full(exc)
             with contextlib.suppress(Exception):  # a lost server must not hide the cause
                 self.client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
             raise

@@ -19,7 +19,8 @@ from typing import Any
 import optuna
 
 from classp import interrupts
-from classp.errors import UserError
+from classp.errors import DiskFull, UserError, is_disk_full
+from classp.paths import home
 from classp.study.objective import run_state
 from classp.study.storage import (
     WORKER_ATTR,
@@ -157,6 +158,12 @@ def _after_failure(study, frozen, exc: BaseException, tracking: Tracking, record
     """A trial ended by an exception. If the tracking server went away, or the user pressed
     Ctrl-C, the hyper-parameters are not to blame: queue the trial again and say so."""
     interrupted = isinstance(exc, KeyboardInterrupt)
+    if is_disk_full(exc):  # no fault of the trial's: queued again, as for Ctrl-C
+        with contextlib.suppress(Exception):  # the journal may be on the full disk too
+            retry_callback()(study, frozen)
+        with contextlib.suppress(Exception):
+            recorder(study, frozen)
+        raise DiskFull(home()) from None
     if interrupted or _tracking_down(tracking):
         retry_callback()(study, frozen)
         if interrupted:
