@@ -141,6 +141,43 @@ def test_a_killed_worker_s_trial_is_failed_by_heartbeat_and_retried(postgres, tr
     assert not [r for r in runs.values() if r.info.status == "RUNNING" and r.data.tags[TAG_KIND] == "trial"]
 
 
+def test_a_worker_stopped_past_its_heartbeat_drops_its_result_when_it_wakes(postgres, tracking_server, tmp_path):
+    """SIGSTOP past the heartbeat: another worker fails and retries the trial; on SIGCONT
+    the stopped worker finishes its run, says it drops the result, and goes on."""
+    spec = _spec(tmp_path, "stopped", epochs=40, subsample=1.0)
+    sleeper = _worker(spec, 3, postgres.url(), tracking_server, tmp_path / "sleeper", heartbeat=1)
+
+    def running_with_run():
+        try:
+            trials = _study(postgres, "stopped").get_trials()
+        except KeyError:
+            return False
+        return any(t.state == optuna.trial.TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
+                   for t in trials)
+
+    _wait_for(running_with_run, 300, "no trial started")
+    os.killpg(sleeper.pid, signal.SIGSTOP)
+    stopped = next(t for t in _study(postgres, "stopped").get_trials()
+                   if t.state == optuna.trial.TrialState.RUNNING)
+    other = _worker(spec, 3, postgres.url(), tracking_server, tmp_path / "other", heartbeat=1)
+    out, err = other.communicate(timeout=600)
+    assert other.returncode == 0, err
+    os.killpg(sleeper.pid, signal.SIGCONT)
+    out, err = sleeper.communicate(timeout=600)
+    assert sleeper.returncode == 0 and "Traceback" not in err, err
+    assert (f"stopped.sgd: trial {stopped.number} was failed and retried by another worker while "
+            f"this one was stopped; its result is dropped") in out
+    trials = _study(postgres, "stopped").get_trials()
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    runs = _runs(tracking_server, "stopped")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    parent, = [r for r in runs if r.data.tags[TAG_KIND] == "study"]
+    assert parent.info.status == "FINISHED"  # not FAILED by the late worker
+    complete = [t.user_attrs["mlflow_run_id"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(set(complete)) == 3
+
+
 def test_losing_the_tracking_server_mid_study_loses_no_trial(postgres, tmp_path):
     folder = tmp_path / "mlflow"
     folder.mkdir()

@@ -80,3 +80,57 @@ def test_two_commands_started_together_on_an_empty_home_both_finish(tmp_path):
     assert sorted(r.info.run_id for r in runs if r.data.tags.get(TAG_KIND) == "trial") == sorted(
         t.user_attrs["mlflow_run_id"] for t in trials)
     assert sum(r.data.tags.get(TAG_KIND) == "study" for r in runs) == 1
+
+
+def test_a_worker_killed_mid_trial_has_its_trial_retried_by_the_others(tmp_path):
+    """SIGKILL to one of three workers: the parent has not reaped it yet (a zombie), which
+    must not pass for alive; the others fail its trial, retry it, and the study has exactly
+    N trials with nothing left RUNNING and no MLflow run twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path / "home"
+    spec = tmp_path / "spec.toml"
+    spec.write_text(TINY_STUDY.read_text().replace("epochs = 1", "epochs = 40"))
+    n = 6
+    parent = subprocess.Popen([sys.executable, "-m", "classp.cli", "study", "run", str(spec),
+                               "--method", "sgd", "--n-trials", str(n), "--workers", "3"],
+                              env=subprocess_env(CLASSP_HOME=str(home)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = home / "optuna.journal"
+    victim, deadline = None, time.monotonic() + 300
+    while victim is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        if not journal.exists():
+            continue
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+        try:
+            trials = optuna.load_study(study_name="tiny.sgd", storage=storage).get_trials()
+        except (KeyError, ValueError, OSError):
+            continue
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
+                   and "mlflow_run_id" in t.user_attrs]
+        if running:
+            victim = running[0]
+    assert victim is not None, "no trial started"
+    os.kill(int(victim.user_attrs["classp.worker"].split(":")[1]), signal.SIGKILL)
+    out, err = parent.communicate(timeout=900)
+    assert parent.returncode == 0, out + err
+    assert "exited with code -9; the others retried its trial, and the study has its 6 trials" in out
+
+    trials = optuna.load_study(study_name="tiny.sgd", storage=storage).get_trials()
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == n
+    assert {t.state for t in trials} <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL}
+    killed = next(t for t in trials if t.number == victim.number)
+    assert killed.state == optuna.trial.TrialState.FAIL
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("split-digits")
+    runs = client.search_runs([experiment.experiment_id], f"tags.`{TAG_STUDY}` = 'tiny.sgd'")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    complete_runs = [t.user_attrs["mlflow_run_id"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(set(complete_runs)) == n  # no run counted twice

@@ -164,7 +164,7 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
             recorder = TrialRecorder(tracking, parent_id, objective_names(spec))
             reconcile_runs(tracking, experiment_id, study)
             ran = work_until(study, objective, storage, name, target, spec.timeout_minutes,
-                             recorder, tracking, progress, method)
+                             recorder, tracking, progress, method, echo)
             counts = trial_counts(study)
             best = best_or_none(study, spec)
             log_study_summary(tracking, parent_id, counts, best, objective_names(spec))
@@ -226,6 +226,11 @@ def run_study_workers(spec: StudySpec, n_workers: int, methods: list[str] | None
         failed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c != 0]
         study = optuna.load_study(study_name=spec.study_name(method), storage=storage.optuna_storage)
         counts = trial_counts(study)
+        if failed and _complete(study, target):
+            # A worker died, and the others retried its trial: the study is whole.
+            echo(f"{spec.study_name(method)}: {'; '.join(failed)}; the others retried its "
+                 f"trial, and the study has its {target} trials")
+            failed = []
         best = best_or_none(study, spec)
         ran = counted_trials(study) - before[method]
         for line in summary_lines(spec.study_name(method), method, ran, counts, best,
@@ -244,6 +249,13 @@ def log_tuning(tracking: Tracking, parent_id: str, spec: StudySpec) -> None:
     """The parent run says which tuning protocol chose its method's hyperparameters."""
     if not _has_param(tracking, parent_id, "tuning_protocol"):
         tracking.client.log_param(parent_id, "tuning_protocol", spec.tuning.key)
+
+
+def _complete(study, target: int | None) -> bool:
+    """Whether the study has its trials, none of them still running or waiting."""
+    unfinished = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    return (target is not None and counted_trials(study) >= target
+            and not study.get_trials(deepcopy=False, states=unfinished))
 
 
 def _has_param(tracking: Tracking, run_id: str, key: str) -> bool:

@@ -181,7 +181,17 @@ def _owner_is_gone(owner: str) -> bool:
         return True
     except PermissionError:
         return False
-    return started not in ("?", _process_start(int(pid)))
+    # A killed worker its parent has not reaped yet is a zombie: it answers signal 0 but
+    # will never tell its trial.
+    return _process_state(int(pid)) in ("Z", "X") or started not in ("?", _process_start(int(pid)))
+
+
+def _process_state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat (R, S, T, Z ...); "?" when unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
 
 
 def fail_trials_of_dead_workers(study, on_failed) -> int:

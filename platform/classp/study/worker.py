@@ -77,7 +77,7 @@ def close_stale_run(tracking: Tracking):
 
 def work_until(study, objective, storage: Storage, name: str, target: int | None,
                timeout_minutes: float | None, recorder, tracking: Tracking, progress: bool,
-               label: str) -> int:
+               label: str, echo=print) -> int:
     """Ask, run and tell trials until the study has `target` of them (or time is up)."""
     deadline = time.monotonic() + timeout_minutes * 60 if timeout_minutes else None
     heartbeat = is_heartbeat_enabled(study._storage)
@@ -107,22 +107,29 @@ def work_until(study, objective, storage: Storage, name: str, target: int | None
                         warnings.simplefilter("ignore")
                         trial = study.ask()
                     trial.set_user_attr(WORKER_ATTR, worker_id())
-                elif not (heartbeat and _running(study)):
+                elif not _running(study):
                     break
             if trial is None:
                 # Enough trials, but some still run elsewhere: if their worker died, the
-                # heartbeat fails them and their retry is this worker's to run.
+                # heartbeat (or, on one machine, the liveness check) fails them and their
+                # retry is this worker's to run.
                 time.sleep(max(1.0, heartbeat_seconds() / 2))
                 continue
-            state, values = optuna.trial.TrialState.COMPLETE, None
+            state, values, dropped = optuna.trial.TrialState.COMPLETE, None, False
             with get_heartbeat_thread(trial._trial_id, study._storage):
                 try:
                     values = objective(trial)
                 except optuna.TrialPruned:
                     state = optuna.trial.TrialState.PRUNED
                 except BaseException as exc:
-                    frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                    _after_failure(study, frozen, exc, tracking, recorder)
+                    # Failed and retried elsewhere while this worker was stopped, the trial
+                    # can no longer take what the objective writes: not an error of its own.
+                    dropped = not isinstance(exc, KeyboardInterrupt) and _taken_over(study, trial, echo)
+                    if not dropped:
+                        frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                        _after_failure(study, frozen, exc, tracking, recorder)
+            if dropped or _taken_over(study, trial, echo):
+                continue
             if values is not None and any(math.isnan(v) for v in values):
                 state, values = optuna.trial.TrialState.FAIL, None
             frozen = study.tell(trial, values, state=state)
@@ -134,6 +141,18 @@ def work_until(study, objective, storage: Storage, name: str, target: int | None
         if bar is not None:
             bar.close()
     return ran
+
+
+def _taken_over(study, trial, echo) -> bool:
+    """Whether the trial was failed (and retried) by another worker while this one was
+    stopped past its heartbeat (SIGSTOP, a suspended VM): its result is then dropped, with
+    one line, and the worker goes on."""
+    current = study._storage.get_trial(trial._trial_id).state
+    if current == optuna.trial.TrialState.RUNNING:
+        return False
+    echo(f"{study.study_name}: trial {trial.number} was failed and retried by another worker "
+         f"while this one was stopped; its result is dropped")
+    return True
 
 
 def _running(study) -> bool:
