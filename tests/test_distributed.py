@@ -105,19 +105,21 @@ def _wait_for(predicate, timeout: float, what: str):
     raise TimeoutError(what)
 
 
+def _running_with_run(postgres, name) -> bool:
+    """Whether a trial of the study runs and has its MLflow run (the worker is mid-trial)."""
+    try:
+        trials = _study(postgres, name).get_trials()
+    except KeyError:
+        return False
+    return any(t.state == optuna.trial.TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
+               for t in trials)
+
+
 def test_a_killed_worker_s_trial_is_failed_by_heartbeat_and_retried(postgres, tracking_server, tmp_path):
     spec = _spec(tmp_path, "killed", epochs=40, subsample=1.0)  # trials of a few seconds
     victim = _worker(spec, 3, postgres.url(), tracking_server, tmp_path / "victim", heartbeat=1)
 
-    def running_with_run():
-        try:
-            trials = _study(postgres, "killed").get_trials()
-        except KeyError:
-            return False
-        return any(t.state == optuna.trial.TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
-                   for t in trials)
-
-    _wait_for(running_with_run, 300, "no trial started")
+    _wait_for(lambda: _running_with_run(postgres, "killed"), 300, "no trial started")
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
     running = [t for t in _study(postgres, "killed").get_trials()
@@ -147,15 +149,7 @@ def test_a_worker_stopped_past_its_heartbeat_drops_its_result_when_it_wakes(post
     spec = _spec(tmp_path, "stopped", epochs=40, subsample=1.0)
     sleeper = _worker(spec, 3, postgres.url(), tracking_server, tmp_path / "sleeper", heartbeat=1)
 
-    def running_with_run():
-        try:
-            trials = _study(postgres, "stopped").get_trials()
-        except KeyError:
-            return False
-        return any(t.state == optuna.trial.TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
-                   for t in trials)
-
-    _wait_for(running_with_run, 300, "no trial started")
+    _wait_for(lambda: _running_with_run(postgres, "stopped"), 300, "no trial started")
     os.killpg(sleeper.pid, signal.SIGSTOP)
     stopped = next(t for t in _study(postgres, "stopped").get_trials()
                    if t.state == optuna.trial.TrialState.RUNNING)

@@ -313,15 +313,22 @@ def _mlflow_runs_when_ready(home: Path, deadline: float) -> list:
     raise AssertionError("the study never started its first trial")
 
 
-def test_ctrl_c_mid_study_ends_the_parent_and_the_trial_runs_and_resume_finishes(tmp_path):
+def _long_study(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+    """`classp study run` of the tiny study with trials long enough that a signal lands
+    inside one, started as a real process once its first trial runs."""
     home = tmp_path / "home"
-    spec = tmp_path / "spec.toml"  # long enough that Ctrl-C lands inside a trial
+    spec = tmp_path / "spec.toml"
     spec.write_text(TINY_STUDY.read_text().replace("epochs = 1", "epochs = 200"))
     process = subprocess.Popen([sys.executable, "-m", "classp.cli", "study", "run", str(spec),
-                                "--method", "sgd", "--n-trials", "2"],
+                                "--method", "sgd", *extra],
                                env=subprocess_env(CLASSP_HOME=str(home)),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _mlflow_runs_when_ready(home, time.monotonic() + 120)
+    _mlflow_runs_when_ready(home, time.monotonic() + 180)
+    return process, home
+
+
+def test_ctrl_c_mid_study_ends_the_parent_and_the_trial_runs_and_resume_finishes(tmp_path):
+    process, home = _long_study(tmp_path, "--n-trials", "2")
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in stderr, stderr
@@ -338,14 +345,7 @@ def test_ctrl_c_mid_study_ends_the_parent_and_the_trial_runs_and_resume_finishes
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_sigterm_and_sighup_mid_study_end_every_run_as_ctrl_c_does(tmp_path, signum, status):
     """How `kill`, `docker stop`, `timeout` and Slurm stop a job, and a closed terminal."""
-    home = tmp_path / "home"
-    spec = tmp_path / "spec.toml"
-    spec.write_text(TINY_STUDY.read_text().replace("epochs = 1", "epochs = 200"))
-    process = subprocess.Popen([sys.executable, "-m", "classp.cli", "study", "run", str(spec),
-                                "--method", "sgd", "--n-trials", "2"],
-                               env=subprocess_env(CLASSP_HOME=str(home)),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _mlflow_runs_when_ready(home, time.monotonic() + 120)
+    process, home = _long_study(tmp_path, "--n-trials", "2")
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == status and "Traceback" not in stderr, stderr
@@ -365,14 +365,7 @@ def test_sigterm_and_sighup_mid_study_end_every_run_as_ctrl_c_does(tmp_path, sig
 
 
 def test_sigterm_to_a_workers_parent_reaches_its_workers(tmp_path):
-    home = tmp_path / "home"
-    spec = tmp_path / "spec.toml"
-    spec.write_text(TINY_STUDY.read_text().replace("epochs = 1", "epochs = 200"))
-    process = subprocess.Popen([sys.executable, "-m", "classp.cli", "study", "run", str(spec),
-                                "--method", "sgd", "--n-trials", "6", "--workers", "2"],
-                               env=subprocess_env(CLASSP_HOME=str(home)),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _mlflow_runs_when_ready(home, time.monotonic() + 180)
+    process, home = _long_study(tmp_path, "--n-trials", "6", "--workers", "2")
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143 and "Traceback" not in stderr, stderr
