@@ -157,7 +157,7 @@ def test_from_logs_refuses_runs_of_another_spec_and_files_without_runs(tmp_path)
     binary = tmp_path / "binary.txt"
     binary.write_bytes(b"\xff\xfe\x00")
     done = run_classp("reproduce", spec, "--from-logs", binary)
-    assert done.returncode == 2 and "not a text file" in done.stderr
+    assert done.returncode == 2 and "not a UTF-8 text file (binary data?)" in done.stderr
 
 
 def test_scenario_flags_belong_to_their_kind_of_table(tmp_path):

@@ -6,15 +6,20 @@ traceback: every check raises `UserError`, and argparse's own errors are reshape
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
-from typing import Any
 
-from classp import interrupts, paths, streams
-from classp.errors import DiskFull, UserError, is_disk_full
-from classp.tomlfile import read_spec
+try:  # a Ctrl-C while the command imports (before main installs its handler): one line too
+    import argparse
+    import json
+    from pathlib import Path
+    from typing import Any
+
+    from classp import interrupts, paths, streams
+    from classp.errors import DiskFull, UserError, is_disk_full
+    from classp.tomlfile import read_spec
+except KeyboardInterrupt:
+    print("classp: interrupted", file=sys.stderr)
+    raise SystemExit(130) from None
 
 EXIT_USAGE = 2
 EXAMPLES = """examples:
