@@ -83,3 +83,35 @@ def test_a_ctrl_c_lost_in_a_callback_prints_no_traceback():
                           text=True, timeout=60, env=subprocess_env())
     assert done.stdout.strip() == "raised by check", done.stderr
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+
+
+INTERRUPTED_DURING_AN_IMPORT = """
+import os, signal, sys, tempfile, time
+from classp import interrupts
+interrupts.install()
+
+folder = tempfile.mkdtemp()
+with open(os.path.join(folder, "slow_to_import.py"), "w") as module:
+    module.write("import os, signal\\n"
+                 "os.kill(os.getpid(), signal.SIGINT)\\n"
+                 "for _ in range(100_000):\\n"
+                 "    pass  # a native extension initialising, in the real case\\n"
+                 "FINISHED = True\\n")
+sys.path.insert(0, folder)
+try:
+    import slow_to_import
+    print("imported", slow_to_import.FINISHED)
+    time.sleep(10)
+    print("never raised")
+except KeyboardInterrupt:
+    print("raised after the import" if "slow_to_import" in sys.modules else "raised inside it")
+"""
+
+
+def test_a_ctrl_c_during_an_import_is_raised_once_the_import_has_finished():
+    """A KeyboardInterrupt inside torch's or numpy's import leaves them half-initialised
+    (and CPython 3.11 then ends the process by SIGINT): the request waits for the import."""
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_DURING_AN_IMPORT], capture_output=True,
+                          text=True, timeout=60, env=subprocess_env())
+    assert done.stdout.split("\n")[:2] == ["imported True", "raised after the import"], done
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr

@@ -11,11 +11,19 @@ ignored" and lost: the command runs on. The command's SIGINT handler therefore a
 notes the request, and training (where most time goes, and most of those callbacks run)
 only notes it: `check()`, called at every step and between trials, raises it at a point
 where it cannot be lost.
+
+Nor is it raised inside an import. torch, numpy and scipy initialise native extensions
+that call back into Python; a KeyboardInterrupt there leaves them half-made (numpy then
+refuses to load again, or the interpreter aborts), and CPython 3.11 remembers it and ends
+the process by SIGINT even after the command has handled it. A request that arrives
+during an import is noted and the signal sent again a moment later, until it lands
+outside one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -23,6 +31,8 @@ import threading
 _requested = False
 _deferring = 0
 _signal = signal.SIGINT  # the signal that asked to stop
+_asking_again = False  # a repeat of the signal is already on its way
+RETRY_SECONDS = 0.05
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -50,8 +60,36 @@ def _quiet_when_noted(unraisable) -> None:
 def _on_sigint(signum, frame) -> None:
     global _requested, _signal
     _requested, _signal = True, signal.Signals(signum)
-    if not _deferring:
-        raise KeyboardInterrupt
+    if _deferring:
+        return
+    if _inside_import(frame):
+        _ask_again_soon(signum)
+        return
+    raise KeyboardInterrupt
+
+
+def _inside_import(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _ask_again_soon(signum: int) -> None:
+    global _asking_again
+    if _asking_again:
+        return
+    _asking_again = True
+
+    def send_again() -> None:
+        global _asking_again
+        _asking_again = False
+        os.kill(os.getpid(), signum)
+
+    timer = threading.Timer(RETRY_SECONDS, send_again)
+    timer.daemon = True
+    timer.start()
 
 
 def exit_status() -> int:
