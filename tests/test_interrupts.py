@@ -16,6 +16,7 @@ from support import subprocess_env
 @pytest.fixture
 def handler(monkeypatch):
     monkeypatch.setattr(interrupts, "_requested", False)
+    monkeypatch.setattr(interrupts, "_raised", False)
     previous = signal.getsignal(signal.SIGINT)
     interrupts.install()
     yield
@@ -114,4 +115,26 @@ def test_a_ctrl_c_during_an_import_is_raised_once_the_import_has_finished():
     done = subprocess.run([sys.executable, "-c", INTERRUPTED_DURING_AN_IMPORT], capture_output=True,
                           text=True, timeout=60, env=subprocess_env())
     assert done.stdout.split("\n")[:2] == ["imported True", "raised after the import"], done
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+CHECKED_RIGHT_AFTER_THE_IMPORT = INTERRUPTED_DURING_AN_IMPORT.split("try:")[0] + """
+import slow_to_import  # the request is noted, its signal to be sent again in a moment
+try:
+    with interrupts.deferred():  # training starts at once, and its first check raises it
+        interrupts.check()
+except KeyboardInterrupt:
+    deadline = time.monotonic() + 1  # the cleanup: ending runs, queueing the trial again
+    while time.monotonic() < deadline:
+        pass
+    print("cleanup finished")
+"""
+
+
+def test_a_request_raised_by_a_check_is_not_raised_again_during_the_cleanup():
+    """The signal sent again after an import must not land in the cleanup of the
+    KeyboardInterrupt that a check() raised meanwhile: it left MLflow runs RUNNING."""
+    done = subprocess.run([sys.executable, "-c", CHECKED_RIGHT_AFTER_THE_IMPORT],
+                          capture_output=True, text=True, timeout=60, env=subprocess_env())
+    assert done.stdout.strip() == "cleanup finished", done
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr

@@ -32,6 +32,8 @@ _requested = False
 _deferring = 0
 _signal = signal.SIGINT  # the signal that asked to stop
 _asking_again = False  # a repeat of the signal is already on its way
+_repeat_in_flight = False  # the repeat has been sent and not yet handled
+_raised = False  # the request has been raised as a KeyboardInterrupt
 RETRY_SECONDS = 0.05
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -58,13 +60,23 @@ def _quiet_when_noted(unraisable) -> None:
 
 
 def _on_sigint(signum, frame) -> None:
-    global _requested, _signal
+    global _requested, _signal, _repeat_in_flight
+    if _repeat_in_flight:
+        _repeat_in_flight = False
+        if _raised:  # a check() raised it meanwhile: the command is already stopping, and
+            return   # a second KeyboardInterrupt would cut short its cleanup
     _requested, _signal = True, signal.Signals(signum)
     if _deferring:
         return
     if _inside_import(frame):
         _ask_again_soon(signum)
         return
+    _raise()
+
+
+def _raise() -> None:
+    global _raised
+    _raised = True
     raise KeyboardInterrupt
 
 
@@ -83,9 +95,11 @@ def _ask_again_soon(signum: int) -> None:
     _asking_again = True
 
     def send_again() -> None:
-        global _asking_again
+        global _asking_again, _repeat_in_flight
         _asking_again = False
-        os.kill(os.getpid(), signum)
+        if not _raised:
+            _repeat_in_flight = True
+            os.kill(os.getpid(), signum)
 
     timer = threading.Timer(RETRY_SECONDS, send_again)
     timer.daemon = True
@@ -105,7 +119,7 @@ def message() -> str:
 def check() -> None:
     """Raise the KeyboardInterrupt of a Ctrl-C noted since the command started."""
     if _requested:
-        raise KeyboardInterrupt
+        _raise()
 
 
 @contextlib.contextmanager
