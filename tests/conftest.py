@@ -18,6 +18,12 @@ def vision_data_dir(tmp_path_factory) -> Path:
     return root
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """The compose stack's tests last: CI starts the Docker daemon and builds the images in
+    the background while the rest of the suite runs (.ci/run)."""
+    items.sort(key=lambda item: item.get_closest_marker("compose") is not None)
+
+
 # ----------------------------------------------------------------------------------------
 # A real MLflow tracking server on loopback, started once per test session.
 # ----------------------------------------------------------------------------------------

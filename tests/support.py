@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import signal
@@ -207,3 +208,62 @@ class Postgres:
 
     def stop(self) -> None:
         self._run(self.bin / "pg_ctl", "-D", self.folder / "data", "-m", "fast", "-w", "stop")
+
+
+# ----------------------------------------------------------------------------------------
+# The MLflow UI as a user browses it: headless Chromium, nothing outside the server.
+# ----------------------------------------------------------------------------------------
+
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"]
+GENAI_ONLY = ("Evaluation runs", "Judges", "Agent versions")  # the GenAI workspace's side bar
+
+
+@contextlib.contextmanager
+def offline_page(url: str, viewport=(1400, 900)):
+    """A page in a fresh headless Chromium that reaches only the server at `url`: yields
+    the page and the list of the requests it refused (expected to stay empty)."""
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(exist_ok=True)
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=BROWSER_ARGS)
+        context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+
+        def only_the_server(request_route):
+            if request_route.request.url.startswith(url):
+                return request_route.continue_()
+            outside.append(request_route.request.url)
+            return request_route.abort()
+
+        context.route("**/*", only_the_server)
+        try:
+            yield context.new_page(), outside
+        finally:
+            browser.close()
+
+
+def browse_runs_as_a_user(url: str, experiment: str, parent_run: str, trial_run: str,
+                          shot_name: str) -> list[str]:
+    """From the server's front page, click the experiment, its study's parent run and one
+    trial, in a fresh browser (no stored choice of workspace), as a new user would. Asserts
+    each page is the model-training view; saves a screenshot of the runs list and of the
+    trial; returns the requests that tried to leave the server (none expected)."""
+    from playwright.sync_api import expect
+
+    with offline_page(url) as (page, outside):
+        page.goto(url + "/")
+        page.get_by_text(experiment, exact=True).first.click(timeout=60_000)
+        expect(page.get_by_text(parent_run, exact=True).first).to_be_visible(timeout=60_000)
+        assert "/runs" in page.url, page.url  # the runs list, not the GenAI overview
+        for text in GENAI_ONLY:
+            assert page.get_by_text(text, exact=True).count() == 0, f"{text!r} on {page.url}"
+        page.screenshot(path=str(SCREENSHOTS / f"{shot_name}-runs.png"))
+        page.get_by_text(parent_run, exact=True).first.click()
+        page.get_by_text(trial_run, exact=True).first.click(timeout=60_000)
+        expect(page.get_by_role("heading", name=trial_run)).to_be_visible(timeout=60_000)
+        for text in GENAI_ONLY:
+            assert page.get_by_text(text, exact=True).count() == 0, f"{text!r} on {page.url}"
+        page.screenshot(path=str(SCREENSHOTS / f"{shot_name}-trial.png"))
+    return outside

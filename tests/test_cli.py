@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from support import run_classp
+from support import TINY_STUDY, run_classp
 
 
 def classp(*args, env=None):
@@ -104,3 +104,19 @@ def test_the_run_flags_offer_exactly_the_protocols_and_scenarios_the_engine_know
     run_parser = build_parser()._subparsers._group_actions[0].choices["run"]
     choices = {a.dest: tuple(a.choices) for a in run_parser._actions if a.choices}
     assert choices["protocol"] == PROTOCOLS and choices["scenario"] == SCENARIOS
+
+
+def test_storage_and_tracking_uri_come_from_the_environment_when_no_flag_names_them(tmp_path):
+    """How the compose stack's workers find PostgreSQL and MLflow: nobody types a URL."""
+    home, journal, store = tmp_path / "home", tmp_path / "shared.journal", tmp_path / "shared.db"
+    env = {"CLASSP_HOME": str(home), "CLASSP_STORAGE": str(journal),
+           "CLASSP_TRACKING_URI": f"sqlite:///{store}"}
+    done = run_classp("study", "run", TINY_STUDY, "--method", "sgd", "--n-trials", 1, env=env)
+    assert done.returncode == 0, done.stderr
+    assert journal.stat().st_size > 0 and store.stat().st_size > 0
+    assert not (home / "optuna.journal").exists() and not (home / "mlflow.db").exists()
+    flagged = tmp_path / "flag.journal"  # a flag still wins over the environment
+    done = run_classp("study", "run", TINY_STUDY, "--method", "sgd", "--n-trials", 1,
+                      "--storage", flagged, env=env)
+    assert done.returncode == 0, done.stderr
+    assert flagged.stat().st_size > 0

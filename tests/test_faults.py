@@ -293,7 +293,7 @@ def test_a_search_range_that_only_moved_its_bounds_resumes(home, tmp_path):
         "[methods.sgd.search]\nlr = { low = 1e-3, high = 0.4, log = true }"))
     out = _study(home, spec)
     assert out.returncode == 0, out.stderr
-    assert ("trial-1", "FINISHED") in _runs(home)
+    assert ("sgd trial 1", "FINISHED") in _runs(home)
 
 
 # ----------------------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def _mlflow_runs_when_ready(home: Path, deadline: float) -> list:
             runs = _runs(home)
         except sqlite3.Error:
             runs = []
-        if any(name == "trial-0" for name, _ in runs):
+        if any(name == "sgd trial 0" for name, _ in runs):
             return runs
         time.sleep(0.2)
     raise AssertionError("the study never started its first trial")
@@ -334,7 +334,7 @@ def test_ctrl_c_mid_study_ends_the_parent_and_the_trial_runs_and_resume_finishes
     assert process.returncode == 130 and "Traceback" not in stderr, stderr
     assert stderr.strip().splitlines()[-1] == "classp: interrupted"
     states = dict(_runs(home))
-    assert states == {"tiny.sgd": "KILLED", "trial-0": "FAILED"}  # nothing left RUNNING
+    assert states == {"tiny.sgd": "KILLED", "sgd trial 0": "FAILED"}  # nothing left RUNNING
     out = run_classp("study", "run", TINY_STUDY, "--method", "sgd", "--n-trials", "1",
                      env={"CLASSP_HOME": str(home)})
     assert out.returncode == 0, out.stderr
@@ -350,7 +350,7 @@ def test_sigterm_and_sighup_mid_study_end_every_run_as_ctrl_c_does(tmp_path, sig
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == status and "Traceback" not in stderr, stderr
     assert stderr.strip().splitlines()[-1] == f"classp: interrupted by {signal.Signals(signum).name}"
-    assert dict(_runs(home)) == {"tiny.sgd": "KILLED", "trial-0": "FAILED"}  # nothing RUNNING
+    assert dict(_runs(home)) == {"tiny.sgd": "KILLED", "sgd trial 0": "FAILED"}  # nothing RUNNING
     # the interrupted trial is failed and queued again (its parameters), as Ctrl-C does
     assert [t.state for t in _trials(home, "tiny.sgd")] == [optuna.trial.TrialState.FAIL,
                                                           optuna.trial.TrialState.WAITING]

@@ -1,24 +1,31 @@
-"""A trial's sparsity histograms, as a researcher sees them: a real `mlflow server`, a real
-tiny study tracked into it, and headless Chromium showing the PNG inline in the run's
-artifact view, with every request outside the server refused (offline)."""
+"""The MLflow UI as a researcher sees it: a real `mlflow server` (or `classp ui`), a real
+tiny study tracked into it, and headless Chromium with every request outside the server
+refused (offline): a trial's sparsity PNG inline in its artifact view, and the study's runs
+in MLflow's model-training view, named so the list reads without opening them."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
 
 from mlflow import MlflowClient
 
 from support import (
     SCREENSHOTS,
     TINY_STUDY,
-    chromium_path,
+    browse_runs_as_a_user,
+    free_port,
+    offline_page,
     run_classp,
     start_mlflow_server,
     stop_process,
+    subprocess_env,
 )
 
 
 def test_a_trial_s_histogram_renders_inline_in_the_mlflow_ui_offline(tmp_path):
-    from playwright.sync_api import sync_playwright
-
     folder = tmp_path / "server"
     folder.mkdir()
     process, url = start_mlflow_server(folder)
@@ -31,28 +38,38 @@ def test_a_trial_s_histogram_renders_inline_in_the_mlflow_ui_offline(tmp_path):
         trial, = client.search_runs([experiment.experiment_id], "tags.`classp.kind` = 'trial'")
         route = (f"{url}/#/experiments/{experiment.experiment_id}/runs/{trial.info.run_id}"
                  f"/artifactPath/sparsity/update_histograms.png")
-        SCREENSHOTS.mkdir(exist_ok=True)
-        outside = []
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium_path(), args=[
-                "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"])
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-
-            def only_the_server(request_route):
-                if request_route.request.url.startswith(url):
-                    return request_route.continue_()
-                outside.append(request_route.request.url)
-                return request_route.abort()
-
-            context.route("**/*", only_the_server)
-            page = context.new_page()
+        with offline_page(url, viewport=(1400, 1000)) as (page, outside):
             page.goto(route)
             page.wait_for_function(
                 "Array.from(document.images).some(i => i.src.startsWith('data:image/png') && i.naturalWidth > 50)",
                 timeout=60_000)
             page.screenshot(path=str(SCREENSHOTS / "mlflow-ui-histogram.png"))
-            browser.close()
         assert outside == []
     finally:
         stop_process(process)
+
+
+def test_classp_ui_opens_a_study_in_the_model_training_view_with_readable_run_names(tmp_path):
+    """MLflow 3.17 opens every experiment in its GenAI workspace unless the browser chose
+    otherwise; the server `classp ui` starts makes model training the default."""
+    home = tmp_path / "home"
+    done = run_classp("study", "run", TINY_STUDY, "--method", "sgd", "--n-trials", 2,
+                      env={"CLASSP_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "classp.cli", "ui", "--port", str(port)],
+                          env=subprocess_env(CLASSP_HOME=str(home)), stderr=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        while True:
+            line = ui.stderr.readline()
+            assert line, f"classp ui exited with {ui.poll()} before announcing its URL"
+            if line.startswith("MLflow UI on"):
+                break
+        url = line.split()[3]
+        outside = browse_runs_as_a_user(url, "split-digits", "tiny.sgd", "sgd trial 1",
+                                        "classp-ui")
+        assert outside == []
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=60)

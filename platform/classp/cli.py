@@ -314,14 +314,18 @@ def _cmd_ui(args) -> int:
     return serve(uri, (home() / "artifacts").as_uri(), args.host, args.port)
 
 
+TRACKING_HELP = ("MLflow tracking URI (default: $CLASSP_TRACKING_URI, else "
+                 "sqlite:///.classp/mlflow.db)")
+
+
 def _add_study_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="study spec, e.g. studies/split-digits.toml")
     p.add_argument("--method", default=None, help="only this method of the spec")
     p.add_argument("--storage", default=None,
-                   help="Optuna storage: a journal file (default .classp/optuna.journal) or "
-                        "postgresql://user:password@host/optuna")
+                   help="Optuna storage: a journal file or postgresql://user:password@host/optuna "
+                        "(default: $CLASSP_STORAGE, else .classp/optuna.journal)")
     p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default sqlite:///.classp/mlflow.db)")
+                   help=TRACKING_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -354,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_dash = sub.add_parser("dashboard", help="build a Plotly dashboard from the tracked runs")
     p_dash.add_argument("spec", help="dashboard spec, e.g. dashboards/classp-vs-ewc.toml")
     p_dash.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default sqlite:///.classp/mlflow.db)")
+                        help=TRACKING_HELP)
     p_dash.add_argument("--out", default=None, help="HTML file to write (default: <name>.html)")
     p_dash.set_defaults(func=_cmd_dashboard)
 
@@ -376,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tables of scenarios: only these (task, domain, class; default: "
                             "the spec's)")
     p_rep.add_argument("--tracking-uri", default=None,
-                       help="MLflow tracking URI (default sqlite:///.classp/mlflow.db)")
+                       help=TRACKING_HELP)
     p_rep.add_argument("--device", default="auto",
                        help="auto (default: a GPU if there is one), cpu, cuda or cuda:N")
     p_rep.add_argument("--from-logs", nargs="+", default=None, metavar="FILE",
@@ -394,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_ui = sub.add_parser("ui", help="open the MLflow UI on the local store")
     p_ui.add_argument("--tracking-uri", default=None,
-                      help="MLflow tracking URI (default sqlite:///.classp/mlflow.db)")
+                      help="the store to browse (default sqlite:///.classp/mlflow.db)")
     p_ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p_ui.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
     p_ui.set_defaults(func=_cmd_ui)

@@ -42,6 +42,11 @@ MAX_PARAMS_PER_BATCH = 100
 TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 
+# Where a command finds its tracking URI when --tracking-uri is not given: the compose
+# stack's workers get the server's address this way, so no one types it (or a password).
+TRACKING_URI_VARIABLE = "CLASSP_TRACKING_URI"
+
+
 def default_tracking_uri() -> str:
     return f"sqlite:///{home() / 'mlflow.db'}"
 
@@ -114,6 +119,7 @@ class Tracking:
         # exception reaches us, and we say it in one line (a full disk, say).
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
+        uri = uri or os.environ.get(TRACKING_URI_VARIABLE) or None
         if uri is None:
             ensure_home()
         self.uri = uri or default_tracking_uri()

@@ -27,7 +27,7 @@ START_TIMEOUT_S = 120
 def server_command(uri: str, artifact_root: str, host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
             "--default-artifact-root", artifact_root, "--host", host, "--port", str(port),
-            "--workers", "1"]
+            "--workers", "1", "--app-name", "classp"]
 
 
 def check_port_free(host: str, port: int) -> None:

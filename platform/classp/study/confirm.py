@@ -82,7 +82,7 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
         if m in reductions:
             tracking.client.set_tag(parent_id, TAG_REDUCES_TO, reductions[m])
         for seed in spec.confirm_seeds:
-            run_id = tracking.child_run(experiment_id, parent_id, f"confirm-seed{seed}", {
+            run_id = tracking.child_run(experiment_id, parent_id, f"{m} confirm seed {seed}", {
                 TAG_KIND: "confirm", TAG_STUDY: name, TAG_METHOD: m, TAG_SEQUENCE: spec.sequence,
                 TAG_RULE: str(params.get("rule", "-")), "classp.best_trial": str(best.number)})
             config = trial_config(spec, spec.method(m), params, seed)

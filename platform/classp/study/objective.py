@@ -73,7 +73,9 @@ class Objective:
     def __call__(self, trial):
         params = suggest(trial, self.method)
         method_params = {**self.method.fixed, **params}
-        run_id = self.tracking.child_run(self.experiment_id, self.parent_id, f"trial-{trial.number}", {
+        # Named so that the MLflow runs list reads without opening a run.
+        run_name = f"{self.method.name} trial {trial.number}"
+        run_id = self.tracking.child_run(self.experiment_id, self.parent_id, run_name, {
             TAG_KIND: "trial", TAG_STUDY: self.spec.study_name(self.method.name),
             TAG_METHOD: self.method.name, TAG_SEQUENCE: self.spec.sequence,
             TAG_TRIAL: str(trial.number), TAG_RULE: str(method_params.get("rule", "-"))})

@@ -52,6 +52,11 @@ class Storage:
     lock: Any  # a context manager factory: lock(study_name)
 
 
+# Where a study command finds its storage when --storage is not given (the compose stack's
+# workers: the database URL and its password stay in the compose file's environment).
+STORAGE_VARIABLE = "CLASSP_STORAGE"
+
+
 def default_storage_url() -> str:
     return str(home() / "optuna.journal")
 
@@ -59,6 +64,7 @@ def default_storage_url() -> str:
 def open_storage(url: str | None, on_stale_trial=None) -> Storage:
     """Open (and check) an Optuna storage: a journal file path, or an RDB URL."""
     beat = heartbeat_seconds()  # checked whatever the storage: a bad setting is a bad setting
+    url = url or os.environ.get(STORAGE_VARIABLE) or None
     if url is None:
         ensure_home()
     url = url or default_storage_url()
