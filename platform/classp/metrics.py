@@ -2,7 +2,7 @@
 
 R has T+1 rows and T columns: R[0][j] is the accuracy on task j before any training and
 R[i][j] the accuracy on task j after training task i (1-based rows, 0-based columns,
-as in Avalanche's evaluation/functional.py and DESIGN.md).
+as in Avalanche's evaluation/functional.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ r"""The CLASSP optimizer (Ludwig 2024, arXiv 2405.09637).
 Continual Learning through Adjustment Suppression and Sparsity Promotion.
 The paper states its update rule three different ways; this module offers all
 three, by name, so that results can be attributed to the rule that made them
-(see ``rule`` below and ``DESIGN.md``).
+(see ``rule`` below and docs/paper.md).
 
 Layout copies ``torch/optim/adagrad.py``: validated ``defaults``, ``_init_group``,
 a functional entry point :func:`classp` that dispatches to a readable

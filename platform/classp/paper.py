@@ -61,10 +61,6 @@ SEQUENCE_TABLE = {"mnist-fmnist": "table1", "fpb-imdb": "table2"}
 HEADLINE_ROWS = {"classp": "classp", "ewc": "ewc", "sgd": "sgd", "adam": "adam"}
 
 
-def published_row(table: str, key: str) -> PublishedRow:
-    return TABLES[table][key]
-
-
 def published(sequence: str, method: str) -> dict[str, tuple[float, float]]:
     """task -> (mean %, std %) the paper reports for `method` on `sequence`, or {}."""
     table = TABLES.get(SEQUENCE_TABLE.get(sequence, ""), {})

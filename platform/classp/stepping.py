@@ -31,6 +31,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from classp.errors import first_line
+
 STEP_MODES = ("auto", "eager", "graphed")
 
 
@@ -185,7 +187,7 @@ class GraphedSteps:
         except RuntimeError as exc:
             # An optimizer or method that cannot be captured: say so once, run eagerly.
             self._failed = True
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             self.notes.append(f"CUDA graph capture failed ({type(self.body.optimizer).__name__}: "
                               f"{reason}); steps ran eagerly")
             torch.cuda.synchronize()

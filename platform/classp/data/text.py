@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from classp.data.base import Split, Task, carve_validation
-from classp.errors import UserError
+from classp.errors import UserError, first_line
 
 MAX_TOKENS = 30
 PAD, UNK = 0, 1
@@ -105,7 +105,7 @@ def _load_rows(source: str, download: bool = False) -> dict[str, tuple[list[str]
         if path.suffix in LOCAL_SUFFIXES and "corresponds to no data" in str(exc):
             raise UserError(f"text data file {path} has no data rows (a header only?); "
                             f"{NEEDS}") from None
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise UserError(f"cannot load text dataset {source!r}: {first}; pass a local "
                         f"CSV/Parquet/JSONL file instead (columns: sentence or text, label)"
                         + ("" if download else ", or add --download on a machine with "

@@ -17,7 +17,7 @@ from pathlib import Path
 from torch import Tensor
 from torch.nn import functional as F
 
-from classp.errors import UserError
+from classp.errors import UserError, first_line
 
 # The paper normalises both MNIST and Fashion-MNIST with MNIST's statistics.
 MEAN, STD = 0.1307, 0.3081
@@ -113,7 +113,7 @@ def load_torchvision(name: str, root: Path, download: bool,
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
     except RuntimeError as exc:  # "Dataset not found" or a failed download
-        detail = "" if "not found" in str(exc) else f" (download failed: {str(exc).splitlines()[0]})"
+        detail = "" if "not found" in str(exc) else f" (download failed: {first_line(exc)})"
         raise UserError(missing_files_message(name, root) + detail) from None
     check_labels(train.targets.unique(), str(raw / "train-labels-idx1-ubyte"))
     check_labels(test.targets.unique(), str(raw / "t10k-labels-idx1-ubyte"))
