@@ -138,3 +138,35 @@ def test_a_request_raised_by_a_check_is_not_raised_again_during_the_cleanup():
                           capture_output=True, text=True, timeout=60, env=subprocess_env())
     assert done.stdout.strip() == "cleanup finished", done
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+LOGGED_BY_A_LIBRARY_S_CLEANUP = """
+import logging, os, signal, sys
+from classp import interrupts
+interrupts.install()
+cleanup = logging.getLogger("sqlalchemy.pool.impl.QueuePool")  # no handler: the last resort's
+try:
+    raise ValueError("a genuine error")
+except ValueError:
+    cleanup.error("before any interrupt", exc_info=True)  # still printed, traceback and all
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(1000):
+        pass
+except KeyboardInterrupt:
+    try:
+        raise RuntimeError("Cannot operate on a closed database.")
+    except RuntimeError:
+        cleanup.error("Error closing cursor", exc_info=True)
+    print("interrupted")
+"""
+
+
+def test_what_a_library_logs_while_cleaning_up_after_a_ctrl_c_is_not_printed():
+    """SQLAlchemy logs "Error closing cursor" with a traceback when the interrupt landed in
+    a query (seen in CI at 0.3 s into `classp study run`): the command stays one line."""
+    done = subprocess.run([sys.executable, "-c", LOGGED_BY_A_LIBRARY_S_CLEANUP],
+                          capture_output=True, text=True, timeout=60, env=subprocess_env())
+    assert done.stdout.strip() == "interrupted", done
+    assert "before any interrupt" in done.stderr and "a genuine error" in done.stderr
+    assert "Error closing cursor" not in done.stderr and "closed database" not in done.stderr

@@ -23,6 +23,7 @@ outside one.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -49,9 +50,19 @@ def install() -> None:
             global _previous_hook
             _previous_hook = sys.unraisablehook
             sys.unraisablehook = _quiet_when_noted
+        # Libraries that clean up after an exception log what then fails, with its
+        # traceback (SQLAlchemy: "Error closing cursor" when the interrupt landed in a
+        # query); those records reach stderr through logging's last-resort handler. After
+        # a Ctrl-C they are the interrupt's echo, and the command ends in one line.
+        if _quiet_after_an_interrupt not in logging.lastResort.filters:
+            logging.lastResort.addFilter(_quiet_after_an_interrupt)
 
 
 _previous_hook = sys.unraisablehook
+
+
+def _quiet_after_an_interrupt(record: logging.LogRecord) -> bool:
+    return not (_requested and record.exc_info)
 
 
 def _quiet_when_noted(unraisable) -> None:
