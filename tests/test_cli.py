@@ -120,3 +120,25 @@ def test_storage_and_tracking_uri_come_from_the_environment_when_no_flag_names_t
                       "--storage", flagged, env=env)
     assert done.returncode == 0, done.stderr
     assert flagged.stat().st_size > 0
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("CLASSP_STORAGE", "ftp://host/optuna",
+     "unsupported storage URL ftp://host/optuna (from $CLASSP_STORAGE); use a journal file path"),
+    ("CLASSP_TRACKING_URI", "foo://bar",
+     "unsupported tracking URI foo://bar (from $CLASSP_TRACKING_URI); use one of sqlite://"),
+])
+def test_a_bad_value_in_the_environment_is_named_as_coming_from_it(tmp_path, variable, value, message):
+    """The user may not know the variable is set (a compose file, a shell profile): the one
+    line names it, and what the earlier study recorded is byte for byte unchanged."""
+    home = tmp_path / "home"
+    done = run_classp("study", "run", TINY_STUDY, "--method", "sgd", "--n-trials", 1,
+                      env={"CLASSP_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    before = {p: p.read_bytes() for p in home.rglob("*") if p.is_file()}
+    done = run_classp("study", "run", TINY_STUDY, "--method", "sgd", "--n-trials", 2,
+                      env={"CLASSP_HOME": str(home), variable: value})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    line, = done.stderr.strip().splitlines()
+    assert line.startswith("classp: error: " + message), line
+    assert {p: p.read_bytes() for p in home.rglob("*") if p.is_file()} == before

@@ -119,13 +119,16 @@ class Tracking:
         # exception reaches us, and we say it in one line (a full disk, say).
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
-        uri = uri or os.environ.get(TRACKING_URI_VARIABLE) or None
+        # What an error adds after the URI: the user may not know the variable is set.
+        self._from = ""
+        if uri is None and os.environ.get(TRACKING_URI_VARIABLE):
+            uri, self._from = os.environ[TRACKING_URI_VARIABLE], f" (from ${TRACKING_URI_VARIABLE})"
         if uri is None:
             ensure_home()
         self.uri = uri or default_tracking_uri()
         scheme = self.uri.partition("://")[0].split("+", 1)[0] if "://" in self.uri else "file"
         if scheme not in TRACKING_SCHEMES:
-            raise UserError(f"unsupported tracking URI {redact(self.uri)}; use one of "
+            raise UserError(f"unsupported tracking URI {redact(self.uri)}{self._from}; use one of "
                             f"{', '.join(s + '://' for s in TRACKING_SCHEMES)} (e.g. "
                             f"http://localhost:5000 or sqlite:///.classp/mlflow.db)")
         creating = contextlib.nullcontext()
@@ -159,7 +162,7 @@ class Tracking:
             return UserError(f"the MLflow store {self.uri.removeprefix('sqlite:///')} cannot be "
                              f"read ({first_line(exc.__cause__ or exc)}); it was left as it is: "
                              f"restore it from a backup, or move it aside to start a new one")
-        return UserError(f"cannot open the MLflow tracking store at {redact(self.uri)}: "
+        return UserError(f"cannot open the MLflow tracking store at {redact(self.uri)}{self._from}: "
                          f"{first_line(exc)}; check it, or pass another --tracking-uri")
 
     def check(self) -> None:
@@ -168,7 +171,7 @@ class Tracking:
         except Exception as exc:  # connection refused, bad credentials, bad URI ...
             if _is_local_default(self.uri):
                 raise self._unreadable(exc) from None
-            raise UserError(f"cannot reach the MLflow tracking store at {redact(self.uri)}: "
+            raise UserError(f"cannot reach the MLflow tracking store at {redact(self.uri)}{self._from}: "
                             f"{first_line(exc)}; start it (docker compose up, or `classp ui`) "
                             f"or pass --tracking-uri") from None
 

@@ -64,14 +64,16 @@ def default_storage_url() -> str:
 def open_storage(url: str | None, on_stale_trial=None) -> Storage:
     """Open (and check) an Optuna storage: a journal file path, or an RDB URL."""
     beat = heartbeat_seconds()  # checked whatever the storage: a bad setting is a bad setting
-    url = url or os.environ.get(STORAGE_VARIABLE) or None
+    source = "--storage"  # what an error names: the user may not know the variable is set
+    if url is None and os.environ.get(STORAGE_VARIABLE):
+        url, source = os.environ[STORAGE_VARIABLE], f"${STORAGE_VARIABLE}"
     if url is None:
         ensure_home()
     url = url or default_storage_url()
     if "://" not in url or url.startswith("journal://"):
         path = Path(url.removeprefix("journal://")).expanduser().resolve()
         if path.is_dir():
-            raise UserError(f"--storage {path} is a folder; give a journal file, e.g. "
+            raise UserError(f"{source} {path} is a folder; give a journal file, e.g. "
                             f"{path / 'optuna.journal'}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,15 +81,15 @@ def open_storage(url: str | None, on_stale_trial=None) -> Storage:
             backend = optuna.storages.journal.JournalFileBackend(str(path))
         except OSError as exc:
             raise UserError(f"cannot open the Optuna journal {path}: {exc.strerror}; give a "
-                            f"writable path with --storage") from None
+                            f"writable path with {source}") from None
         try:
             storage = optuna.storages.JournalStorage(backend)
         except (ValueError, KeyError, TypeError) as exc:  # json's errors are ValueErrors
             raise _corrupt_journal(path, exc) from None
         return Storage(storage, str(path), lambda name: file_lock(Path(f"{path}.classp-lock")))
     if url.split("://", 1)[0].split("+", 1)[0] not in ("postgresql", "sqlite", "mysql"):
-        raise UserError(f"unsupported storage URL {redact(url)}; use a journal file path or a "
-                        f"postgresql:// URL")
+        raise UserError(f"unsupported storage URL {redact(url)} (from {source}); use a journal "
+                        f"file path or a postgresql:// URL")
     callback = stale_trial_callback(on_stale_trial)
     try:
         # Workers started together on an empty database would all create Optuna's tables
@@ -99,8 +101,8 @@ def open_storage(url: str | None, on_stale_trial=None) -> Storage:
                 grace_period=2 * beat, heartbeat_stale_trial_callback=callback)
     except Exception as exc:
         cause = exc.__cause__ or exc.__context__ or exc  # Optuna wraps the driver's error
-        raise UserError(f"cannot open the Optuna storage {redact(url)}: {first_line(cause)}; "
-                        f"check the host, database, user and password") from None
+        raise UserError(f"cannot open the Optuna storage {redact(url)} (from {source}): "
+                        f"{first_line(cause)}; check the host, database, user and password") from None
     if url.startswith("postgresql"):
         lock = lambda name: _postgres_lock(storage, name)  # noqa: E731
     else:  # sqlite and others: one host only
