@@ -130,7 +130,15 @@ def _method_params(args) -> dict[str, Any]:
     return params
 
 
+def _choose_threads() -> None:
+    """A training command picks its threads before torch loads OpenMP (classp.threads)."""
+    from classp import threads
+
+    threads.apply(threads.choose())
+
+
 def _cmd_run(args) -> int:
+    _choose_threads()
     from classp.engine import RunConfig, run
 
     config = RunConfig(
@@ -208,6 +216,8 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_study_run(args) -> int:
+    if args.workers == 1:  # with --workers, each worker gets its share (classp.workers)
+        _choose_threads()
     from classp.specs import load_spec
     from classp.study import run_study
 
@@ -226,6 +236,7 @@ def _cmd_study_run(args) -> int:
 
 
 def _cmd_study_confirm(args) -> int:
+    _choose_threads()
     from classp.specs import load_spec
     from classp.study import confirm
 
@@ -250,6 +261,7 @@ def _cmd_dashboard(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
+    _choose_threads()
     from classp.reproduce import load_reproduce_spec, reproduce, table_from_logs
     from classp.scenario_tables import is_scenario_table
 

@@ -296,49 +296,99 @@ def evaluate(model, split: Split, batch_size: int, train_mode: bool = False) -> 
     return correct.item() / len(split)
 
 
+@dataclass
+class Layout:
+    """How a run trains, resolved from its config and sequence (shared by `run` and
+    `classp.population`): the data on the device and what the protocol left to it."""
+
+    device: torch.device
+    sequence: TaskSequence
+    epochs: list[int]
+    targets: tuple[float, ...] | None
+    batch_size: int
+    shuffle: bool
+    splits: list[str]  # evaluated after every task
+    train_mode_splits: set[str]  # evaluated with dropout on (the published scripts)
+    iterations: tuple[int, ...] | None
+
+    def passes(self, k: int, step: int, train_size: int, method: Method) -> tuple[int, int | None, int, int]:
+        """Task k's passes over its data, the global step it ends at (None: after the
+        passes), its steps per reported point, and its steps in all."""
+        steps_per_pass = math.ceil(train_size / self.batch_size)
+        passes, last_step = (0 if method.skips_task(k, len(self.sequence.tasks)) else self.epochs[k]), None
+        if self.iterations and passes:  # shuffled passes until the task's step count
+            passes = math.ceil(self.iterations[k] / steps_per_pass)
+            last_step = step + self.iterations[k]
+        total = self.iterations[k] if self.iterations else passes * steps_per_pass
+        return passes, last_step, total, steps_per_pass
+
+    def total_steps(self, method: Method) -> int:
+        tasks = self.sequence.tasks
+        return sum(self.passes(k, 0, _train_size(tasks, k, method), method)[2] if
+                   not method.skips_task(k, len(tasks)) else 0 for k in range(len(tasks)))
+
+
+def lay_out(config: RunConfig, sequence: TaskSequence | None) -> Layout:
+    """Load the data (unless given) onto the run's device and resolve the protocol."""
+    device = resolve_device(config.device)
+    if sequence is None:
+        sequence = load_sequence(config.sequence, data_options(config))
+    sequence = sequence.to(device)
+    eval_train = sequence.protocol.eval_train if config.eval_train is None else config.eval_train
+    splits = list(config.eval_splits) + (["train"] if eval_train and "train" not in config.eval_splits else [])
+    return Layout(
+        device=device, sequence=sequence, epochs=epochs_per_task(config, sequence),
+        targets=loss_targets(config, sequence),
+        batch_size=config.batch_size or sequence.protocol.batch_size,
+        shuffle=sequence.protocol.shuffle if config.shuffle is None else config.shuffle,
+        # A split no task has (the paper protocol carves no validation) is not evaluated.
+        splits=[s for s in splits if any(len(t.split(s)) for t in sequence.tasks)],
+        train_mode_splits={"train"} if sequence.protocol.train_eval_mode == "train" else set(),
+        iterations=sequence.protocol.iterations)
+
+
+def seeded_model(config: RunConfig, layout: Layout):
+    """The run's model, initialised from its seed, with its scenario's output layer; and
+    the sequence as the model reads it. The same config gives the same model on a CPU."""
+    sequence = layout.sequence
+    torch.manual_seed(config.seed)
+    model = build_model(config.model or sequence.protocol.model, sequence.input)
+    heads = scenarios.install(model, sequence)  # a head per task, or active outputs
+    model = model.to(layout.device)
+    if _has_convolutions(model):
+        # Channels-last convolutions are faster (oneDNN on a CPU, cuDNN on a GPU); the
+        # weights and the arithmetic are the same.
+        model = model.to(memory_format=torch.channels_last)
+        sequence = _channels_last(sequence)
+    return model, heads, sequence
+
+
+def evaluate_tasks(model, heads, sequence: TaskSequence, split: str, layout: Layout,
+                   eval_batch_size: int) -> list[float]:
+    """Accuracy on every task's `split`, each read through its own head (task scenario)."""
+    accuracies = []
+    for j, t in enumerate(sequence.tasks):
+        scenarios.for_evaluation(heads, sequence, j)  # task j's head; every output
+        accuracies.append(evaluate(model, t.split(split), eval_batch_size,
+                                   split in layout.train_mode_splits))
+    return accuracies
+
+
 def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequence | None = None) -> Result:
     """Train one model through the task sequence and return what it remembers."""
     started = time.perf_counter()
     check_config(config)
     method: Method = build_method(config.method, config.method_params)
-    device = resolve_device(config.device)
 
     # 1. Data: loaded once, as tensors on the run's device; batches are index slices.
-    if sequence is None:
-        sequence = load_sequence(config.sequence, data_options(config))
-    sequence = sequence.to(device)
-    epochs = epochs_per_task(config, sequence)
-    targets = loss_targets(config, sequence)
-    batch_size = config.batch_size or sequence.protocol.batch_size
-    shuffle = sequence.protocol.shuffle if config.shuffle is None else config.shuffle
-    eval_train = sequence.protocol.eval_train if config.eval_train is None else config.eval_train
-    splits = list(config.eval_splits) + (["train"] if eval_train and "train" not in config.eval_splits else [])
-    # A split no task has (the paper protocol carves no validation) is not evaluated.
-    splits = [s for s in splits if any(len(t.split(s)) for t in sequence.tasks)]
-    train_mode_splits = {"train"} if sequence.protocol.train_eval_mode == "train" else set()
-    iterations = sequence.protocol.iterations
-
-    def evaluate_all(s: str) -> list[float]:
-        accuracies = []
-        for j, t in enumerate(tasks):
-            scenarios.for_evaluation(heads, sequence, j)  # task j's head; every output
-            accuracies.append(evaluate(model, t.split(s), config.eval_batch_size,
-                                       s in train_mode_splits))
-        return accuracies
+    layout = lay_out(config, sequence)
+    device, batch_size, splits = layout.device, layout.batch_size, layout.splits
 
     # 2. Model and method, seeded: the same config gives the same run on a CPU.
-    torch.manual_seed(config.seed)
-    model = build_model(config.model or sequence.protocol.model, sequence.input)
-    heads = scenarios.install(model, sequence)  # a head per task, or active outputs
-    model = model.to(device)
-    if _has_convolutions(model):
-        # Channels-last convolutions are about 20% faster here (oneDNN on a CPU, cuDNN on
-        # a GPU); the weights and the arithmetic are the same.
-        model = model.to(memory_format=torch.channels_last)
-        sequence = _channels_last(sequence)
+    model, heads, sequence = seeded_model(config, layout)
     tasks = sequence.tasks
     method.start_run(RunPlan(tuple(TaskPlan(t.train.x, t.train.y, e, batch_size)
-                                   for t, e in zip(tasks, epochs)), config.seed))
+                                   for t, e in zip(tasks, layout.epochs)), config.seed))
     if hasattr(method, "track_updates"):
         method.track_updates = config.track_updates
     optimizer = method.optimizer([p for p in model.parameters() if p.requires_grad])
@@ -348,13 +398,10 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
         obs.on_run_start(config, sequence, model, method)
 
     # 3. R[0]: every task before any training.
-    R = {s: [evaluate_all(s)] for s in splits}
+    R = {s: [evaluate_tasks(model, heads, sequence, s, layout, config.eval_batch_size)] for s in splits}
 
     status, diverged_at, step = "finished", None, 0
-    progress = _progress_bar(config, sum(
-        0 if method.skips_task(k, len(tasks)) else iterations[k] if iterations
-        else e * math.ceil(_train_size(tasks, k, method) / batch_size)
-        for k, e in enumerate(epochs)))
+    progress = _progress_bar(config, layout.total_steps(method))
     sums = RunningSums(device)
     # Joint training with a head per task picks heads per sample, set batch by batch from
     # the host: a captured graph would keep the first batch's choice, so it runs eagerly.
@@ -374,16 +421,12 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
                 # Joint training mixes tasks in a batch: with a head per task, each sample's own.
                 per_sample_heads = heads is not None and train.task_ids is not None \
                     and sequence.scenario == "task"
-                passes, last_step = (0 if method.skips_task(k, len(tasks)) else epochs[k]), None
-                if iterations and passes:  # shuffled passes until the task's step count
-                    passes = math.ceil(iterations[k] / math.ceil(len(train) / batch_size))
-                    last_step = step + iterations[k]
-                every = report_every(config.log_every, iterations[k] if iterations
-                                     else passes * math.ceil(len(train) / batch_size))
+                passes, last_step, task_steps, _ = layout.passes(k, step, len(train), method)
+                every = report_every(config.log_every, task_steps)
                 model.train()
                 for epoch in range(passes):
                     order = (torch.randperm(len(train), generator=shuffler).to(device)
-                             if shuffle else None)
+                             if layout.shuffle else None)
                     for start in range(0, len(train), batch_size):
                         if step == last_step:
                             break
@@ -401,7 +444,7 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
                             window.close(step, k, epoch)
                     # 4b. Published text protocol: whole passes until the last batch's loss is
                     #     below the task's target (one host read per pass).
-                    if targets is not None and loss.item() < targets[k]:
+                    if layout.targets is not None and loss.item() < layout.targets[k]:
                         break
                 if window.steps:
                     window.close(step, k, epoch)
@@ -411,7 +454,8 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
                 # 5. The method's end of task (EWC's Fisher, SI's importance) with the task's
                 #    head, then evaluate every task: row k+1 of R.
                 method.end_task(k, model, task.train.x, task.train.y)
-                row = {s: evaluate_all(s) for s in splits}
+                row = {s: evaluate_tasks(model, heads, sequence, s, layout, config.eval_batch_size)
+                       for s in splits}
                 for s in splits:
                     R[s].append(row[s])
                 for obs in observers:
@@ -427,18 +471,25 @@ def run(config: RunConfig, observers: list[Observer] = (), sequence: TaskSequenc
     interrupts.check()  # one noted during the last evaluation
 
     # 6. The result: R per split and the metrics of each (only for a complete matrix).
-    complete = {s: m for s, m in R.items() if len(m) == len(tasks) + 1}
-    result = Result(
-        config=config, status=status, task_names=[t.name for t in tasks], accuracy=R,
-        metrics={s: metrics.summary(m) for s, m in complete.items()},
-        state_bytes=method.state_bytes(optimizer), steps=step,
-        seconds=time.perf_counter() - started, diverged_at=diverged_at, notes=list(sequence.notes) + steps.notes,
-        num_parameters=sum(p.numel() for p in model.parameters()),
-        step_mode=steps.mode, step_counts=steps.stats(),
-    )
+    result = make_result(config, status, sequence, R, method.state_bytes(optimizer), step,
+                         time.perf_counter() - started, diverged_at, list(sequence.notes) + steps.notes,
+                         model, steps.mode, steps.stats())
     for obs in observers:
         obs.on_run_end(result)
     return result
+
+
+def make_result(config, status, sequence, R, state_bytes, steps, seconds, diverged_at, notes, model,
+                step_mode="eager", step_counts=None) -> Result:
+    """A run's Result; metrics only for a complete accuracy matrix."""
+    tasks = sequence.tasks
+    complete = {s: m for s, m in R.items() if len(m) == len(tasks) + 1}
+    return Result(
+        config=config, status=status, task_names=[t.name for t in tasks], accuracy=R,
+        metrics={s: metrics.summary(m) for s, m in complete.items()}, state_bytes=state_bytes,
+        steps=steps, seconds=seconds, diverged_at=diverged_at, notes=notes,
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        step_mode=step_mode, step_counts=step_counts or {})
 
 
 class _Diverged(Exception):

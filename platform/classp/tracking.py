@@ -302,9 +302,10 @@ class RunLogger:
         self._task_start_counts = None
         if not self.log_params:
             return
+        from classp import threads
         from classp.engine import resolved_settings
 
-        self.params({**resolved_settings(config, sequence), **self.extra_params,
+        self.params({**resolved_settings(config, sequence), **threads.recorded(), **self.extra_params,
                      "tasks": ",".join(t.name for t in sequence.tasks),
                      "num_parameters": sum(p.numel() for p in model.parameters())})
 

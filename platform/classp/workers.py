@@ -4,7 +4,7 @@ Each worker is the ordinary single-process `classp study run` (same Optuna stora
 MLflow store), so a trial's Optuna record and MLflow run are exactly what one process
 writes; the storage's lock makes the workers ask for exactly the requested number of
 trials between them. Workers are pinned round-robin to the visible GPUs
-(`CUDA_VISIBLE_DEVICES`), and on a CPU each gets its share of the cores.
+(`CUDA_VISIBLE_DEVICES`), and on a CPU each gets its share of the free cores (classp.threads).
 
 Several processes on one GPU time-slice it; under CUDA MPS they run concurrently (see
 docs/gpu.md), which is where most of the throughput of many workers comes from.
@@ -18,6 +18,8 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+
+from classp import threads
 
 
 def worker_command(spec_path: Path, method: str | None, n_trials: int | None, storage_url: str,
@@ -35,14 +37,14 @@ def worker_environments(n_workers: int, base: dict[str, str] | None = None) -> l
     """One environment per worker: GPU i % (number of GPUs), or its share of the CPU cores."""
     base = dict(os.environ if base is None else base)
     gpus = _visible_gpus(base)
+    # N processes with every core each would fight over them: each gets its share of the
+    # cores that are free now (classp.threads), unless the user set OMP_NUM_THREADS.
+    share = threads.choose(workers=n_workers, env=base).environment()
     envs = []
     for i in range(n_workers):
-        env = dict(base, CLASSP_WORKER=str(i), PYTHONUNBUFFERED="1")
+        env = dict(base, CLASSP_WORKER=str(i), PYTHONUNBUFFERED="1", **share)
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-        if "OMP_NUM_THREADS" not in base:
-            # N processes with every core each would fight over them.
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n_workers))
         envs.append(env)
     return envs
 

@@ -1,0 +1,379 @@
+"""Population runs: K runs of one training loop, trained in lockstep as one batched model.
+
+A study is many small runs of one architecture; trained alone, each keeps neither a CPU
+nor a GPU busy. `run_population(configs)` trains runs that share the loop's shape (task
+sequence, protocol, model, epochs, batch size, scenario, evaluation) but may differ in
+seed, method and the method's hyperparameters, and returns each run's `Result`: what
+`engine.run` gives that config alone, within float tolerance. (Batched products round
+differently from single ones, by an ulp; a rule that divides by a small accumulator,
+CLASSP with a small eps or AdaGrad, can grow that into a visibly different run, as a
+different number of threads does to a single run.)
+
+How. Each member is built exactly as `engine.run` builds it (its model initialised from
+its seed, its method, its optimizer with its own hyperparameters, its data order), then
+its parameters become views into stacked tensors of shape [K, ...]. A step gathers every
+member's batch into one [K, B, ...] tensor and runs one batched forward and backward
+(batched matrix products); each member's gradient is its slice of the stacked gradient, plus its
+method's penalty computed on its own parameters. Then each member's own optimizer steps
+its views in place, so every optimizer and method (CLASSP's rules, EWC's Fisher, SI's
+path integral) runs the very code of a single run: nothing is rewritten for populations.
+The forward and backward, most of a small model's step, are paid once for K members.
+
+A member that diverges or is stopped (a pruned trial) leaves the population: it is no
+longer stepped, evaluated or reported, and the others go on.
+
+Not yet: models other than the MLPs (the paper's CNN and transformer have dropout, whose
+masks would not be each member's own draws), loss-target protocols (members would end
+tasks at different passes) and joint training with a head per task (a head chosen per
+sample, per member). Each is refused in one line.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from classp import interrupts, scenarios
+from classp.data import TaskSequence
+from classp.engine import (Layout, Observer, Result, RunConfig, StepEvent, StopRun, TaskEndEvent,
+                           _joint_split, _progress_bar, check_config, evaluate_tasks, lay_out,
+                           make_result, report_every, seeded_model)
+from classp.errors import UserError
+from classp.methods import build_method
+from classp.methods.base import Method, RunPlan, TaskPlan
+from classp.sparsity import UpdateCounter
+
+# What members may differ in; every other RunConfig field shapes the loop they share.
+PER_MEMBER_FIELDS = ("seed", "method", "method_params", "track_updates")
+
+
+@dataclass
+class _Member:
+    """One run of the population, with everything `engine.run` keeps for it."""
+
+    config: RunConfig
+    method: Method
+    model: nn.Module
+    heads: object
+    optimizer: torch.optim.Optimizer
+    updates: UpdateCounter | None
+    shuffler: torch.Generator
+    observers: list
+    R: dict[str, list[list[float]]] = field(default_factory=dict)
+    status: str = "finished"  # or "diverged", "stopped"
+    diverged_at: dict[str, int] | None = None
+    steps: int = 0
+    # the member's parameters (name -> tensor), in the population's stacking order
+    params: list[tuple[str, nn.Parameter]] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.status == "finished"
+
+
+def check_population(configs: list[RunConfig]) -> None:
+    """Members share everything but seed, method and method parameters."""
+    if not configs:
+        raise UserError("a population needs at least one run")
+    first = configs[0]
+    for config in configs:
+        check_config(config)
+        for name in RunConfig.__dataclass_fields__:
+            if name not in PER_MEMBER_FIELDS + ("progress",) and getattr(config, name) != getattr(first, name):
+                raise UserError(f"the runs of a population differ in {name} ({getattr(first, name)!r} "
+                                f"and {getattr(config, name)!r}); only seed, method and method "
+                                f"parameters may differ: run the others as a population of their own")
+
+
+def _check_supported(layout: Layout, model: nn.Module, methods: list[Method], model_name: str) -> None:
+    if layout.targets is not None:
+        raise UserError("populations train fixed epochs; this protocol ends tasks at loss targets: "
+                        "give --epochs, or run the trials one by one (population 1)")
+    if _mlp_layers(model) is None:
+        raise UserError(f"populations train MLPs for now (mlp, mlp-400, mlp-1000), not "
+                        f"{model_name!r}: run the trials one by one (population 1)")
+    if len({m.joint for m in methods}) > 1:
+        raise UserError("joint training and sequential methods cannot share a population")
+    if methods[0].joint and layout.sequence.scenario == "task":
+        raise UserError("joint training with a head per task picks heads per sample: run it "
+                        "as population 1")
+
+
+def run_population(configs: list[RunConfig], observers: list[list[Observer]] | None = None,
+                   sequence: TaskSequence | None = None) -> list[Result]:
+    """Train the runs of `configs` in lockstep as one batched model; a Result for each."""
+    started = time.perf_counter()
+    check_population(configs)
+    observers = observers or [[] for _ in configs]
+    layout = lay_out(configs[0], sequence)
+    members = [_build_member(c, o, layout) for c, o in zip(configs, observers)]
+    sequence = _member_sequence(layout, members)
+    _check_supported(layout, members[0].model, [m.method for m in members],
+                     configs[0].model or layout.sequence.protocol.model)
+    stacked = _stack(members)
+    forward = _batched_forward(members[0].model, stacked)
+    for m in members:
+        for obs in m.observers:
+            obs.on_run_start(m.config, sequence, m.model, m.method)
+        m.R = {s: [evaluate_tasks(m.model, m.heads, sequence, s, layout, m.config.eval_batch_size)]
+               for s in layout.splits}
+
+    tasks, K, step = sequence.tasks, len(members), 0
+    method = members[0].method  # the loop's shape (skipped tasks, joint) is the same for all
+    progress = _progress_bar(configs[0], layout.total_steps(method))
+    sums = _Sums(K, layout.device)
+    with interrupts.deferred():
+        try:
+            for k, task in enumerate(tasks):
+                for m in _active(members):
+                    scenarios.for_training(m.heads, sequence, k)
+                    m.method.begin_task(k, m.model, m.optimizer)
+                    m.model.train()
+                train = _joint_split(tasks[: k + 1]) if method.joint else task.train
+                passes, last_step, task_steps, _ = layout.passes(k, step, len(train), method)
+                every, in_window, task_start_step = report_every(configs[0].log_every, task_steps), 0, step
+                for epoch in range(passes):
+                    orders = _orders(members, len(train), layout)
+                    for start in range(0, len(train), layout.batch_size):
+                        if step == last_step or not _active(members):
+                            break
+                        index = (slice(start, start + layout.batch_size) if orders is None
+                                 else orders[:, start:start + layout.batch_size])
+                        interrupts.check()
+                        step += 1
+                        _step(members, stacked, forward, sums, train, index, K, step)
+                        in_window += 1
+                        if in_window == every:
+                            _close_window(members, sums, step, k, epoch, progress, in_window)
+                            in_window = 0
+                if in_window:
+                    _close_window(members, sums, step, k, epoch, progress, in_window)
+                for m in _active(members):
+                    _end_task(m, k, task, sequence, layout, step, step - task_start_step)
+                if not _active(members):
+                    break
+        finally:
+            if progress is not None:
+                progress.close()
+    interrupts.check()
+
+    seconds = time.perf_counter() - started
+    results = []
+    for m in members:
+        note = f"trained in a population of {K} runs (the seconds are the population's)"
+        result = make_result(m.config, m.status, sequence, m.R, m.method.state_bytes(m.optimizer),
+                             m.steps, seconds, m.diverged_at, list(sequence.notes) + [note], m.model)
+        for obs in m.observers:
+            obs.on_run_end(result)
+        results.append(result)
+    return results
+
+
+def _build_member(config: RunConfig, observers, layout: Layout) -> _Member:
+    """A member as `engine.run` builds its run (same order of seeded draws)."""
+    method = build_method(config.method, config.method_params)
+    model, heads, sequence = seeded_model(config, layout)
+    method.start_run(RunPlan(tuple(TaskPlan(t.train.x, t.train.y, e, layout.batch_size)
+                                   for t, e in zip(sequence.tasks, layout.epochs)), config.seed))
+    if hasattr(method, "track_updates"):
+        method.track_updates = config.track_updates
+    optimizer = method.optimizer([p for p in model.parameters() if p.requires_grad])
+    updates = UpdateCounter(model.named_parameters(), optimizer) if config.track_updates else None
+    shuffler = torch.Generator(device="cpu").manual_seed(config.seed)
+    return _Member(config, method, model, heads, optimizer, updates, shuffler, list(observers))
+
+
+def _member_sequence(layout: Layout, members: list[_Member]) -> TaskSequence:
+    """The sequence as the members' models read it (channels last for convolutions)."""
+    from classp.engine import _channels_last, _has_convolutions
+
+    return _channels_last(layout.sequence) if _has_convolutions(members[0].model) else layout.sequence
+
+
+def _active(members: list[_Member]) -> list[_Member]:
+    return [m for m in members if m.active]
+
+
+def _stack(members: list[_Member]) -> dict[str, Tensor]:
+    """Stacked leaves [K, ...] per parameter name; each member's parameters become views
+    of its slice, so its optimizer's in-place updates land in the stack."""
+    names = [n for n, p in members[0].model.named_parameters() if p.requires_grad]
+    stacked = {}
+    for name in names:
+        own = [dict(m.model.named_parameters())[name] for m in members]
+        stacked[name] = torch.stack([p.detach() for p in own]).requires_grad_()
+        for k, (m, p) in enumerate(zip(members, own)):
+            p.data = stacked[name].detach()[k]
+            m.params.append((name, p))
+    return stacked
+
+
+def _batched_forward(template: nn.Module, stacked: dict[str, Tensor]):
+    """logits [K, C, B] of inputs [K, B, ...] (classes before the batch, as cross_entropy
+    takes a [N, C, d] input), as batched matrix products. (`torch.func.vmap` over the
+    template's forward would take any model, but its batched linear layers measured
+    slower on a CPU than K separate models; convolutions and dropout wait for the GPU's
+    measurements.)"""
+    layers = _mlp_layers(template)
+    return lambda x: _mlp_forward(layers, stacked, x)
+
+
+def _mlp_layers(model: nn.Module) -> list[tuple[str, object]] | None:
+    """An MLP's layers as (kind, what) for `_mlp_forward`, or None for any other model."""
+    from classp.models import MLP
+
+    if not isinstance(model, MLP):
+        return None
+    layers = []
+    for index, module in enumerate(model.net):
+        name = f"net.{index}"
+        if isinstance(module, nn.Flatten | nn.ReLU):
+            layers.append((type(module).__name__, None))
+        elif isinstance(module, scenarios.OutputHeads):
+            layers.append(("heads", (name, module)))
+        elif isinstance(module, scenarios.ActiveOutputs):
+            layers.append(("active", (name, module)))
+        elif type(module) is nn.Linear:
+            layers.append(("linear", name))
+        else:
+            return None
+    return layers
+
+
+def _linear(stacked: dict[str, Tensor], name: str, h: Tensor) -> Tensor:
+    """h [K, in, B] -> [K, out, B]: features before the batch, so that both the product
+    and its weight gradient are contiguous in the stacked weight's [K, out, in] layout
+    (the measured fast layout on a CPU)."""
+    weight, bias = stacked[f"{name}.weight"], stacked.get(f"{name}.bias")
+    if bias is None:
+        return torch.bmm(weight, h)
+    return torch.baddbmm(bias.unsqueeze(2), weight, h)
+
+
+def _mlp_forward(layers, stacked: dict[str, Tensor], x: Tensor) -> Tensor:
+    h = x
+    for kind, what in layers:
+        if kind == "Flatten":
+            h = h.flatten(2).transpose(1, 2)  # [K, B, features] -> [K, features, B]
+        elif kind == "ReLU":
+            h = torch.relu(h)
+        elif kind == "linear":
+            h = _linear(stacked, what, h)
+        elif kind == "heads":  # the active task's head (training uses one head at a time)
+            name, module = what
+            h = _linear(stacked, f"{name}.heads.{module.active}", h)
+        else:  # active outputs: the classes not seen yet masked, as ActiveOutputs does
+            name, module = what
+            h = _linear(stacked, name, h)
+            if module.masked:
+                h = h + module.mask.view(1, -1, 1)
+    return h
+
+
+def _orders(members: list[_Member], n: int, layout: Layout) -> Tensor | None:
+    """Each member's data order for this pass, from its own generator ([K, n]); None:
+    the data's own order, the same for every member."""
+    if not layout.shuffle:
+        return None
+    return torch.stack([torch.randperm(n, generator=m.shuffler) for m in members]).to(layout.device)
+
+
+class _Sums:
+    """Per member, the running sums of `stepping.RunningSums`, as [K] tensors on the device."""
+
+    def __init__(self, K: int, device):
+        self.loss = torch.zeros(K, device=device)
+        self.correct = torch.zeros(K, device=device)
+        self.first_bad_step = torch.full((K,), -1, dtype=torch.long, device=device)
+        self.seen = 0
+
+    def add(self, step: int, losses: Tensor, totals: Tensor, logits: Tensor, y: Tensor) -> None:
+        bad = ~torch.isfinite(totals)
+        self.first_bad_step.copy_(torch.where(bad & (self.first_bad_step < 0), step, self.first_bad_step))
+        self.loss.add_(losses)
+        self.correct.add_((logits.argmax(1) == y).sum(-1))  # logits [K, C, B]
+        self.seen += y.shape[-1]
+
+    def read_and_reset(self) -> tuple[list[float], list[float], list[int], int]:
+        loss, correct, bad = self.loss.tolist(), self.correct.tolist(), self.first_bad_step.tolist()
+        seen, self.seen = self.seen, 0
+        self.loss.zero_()
+        self.correct.zero_()
+        return loss, correct, bad, seen
+
+
+def _step(members: list[_Member], stacked: dict[str, Tensor], forward, sums: _Sums, train, index,
+          K: int, step: int) -> None:
+    """One step of every member: one batched forward and backward, then each member's
+    optimizer and method on its own slice."""
+    for p in stacked.values():
+        p.grad = None
+    x, y = train.x[index], train.y[index]
+    if x.dim() == train.x.dim():  # one order for all (no shuffling): the same batch K times
+        x, y = x.expand(K, *x.shape), y.expand(K, *y.shape)
+    logits = forward(x)  # [K, C, B]
+    losses = F.cross_entropy(logits, y, reduction="none").mean(1)
+    totals = list(losses.unbind())
+    for k, m in enumerate(members):
+        if m.active:
+            m.optimizer.zero_grad(set_to_none=True)
+            penalty = m.method.penalty(m.model)  # on the member's own parameters
+            if penalty is not None:
+                totals[k] = totals[k] + penalty
+    torch.stack([totals[k] for k, m in enumerate(members) if m.active]).sum().backward()
+    for k, m in enumerate(members):
+        if not m.active:
+            continue
+        for name, p in m.params:  # the data term's gradient, plus the penalty's if any
+            if stacked[name].grad is None:  # not in this task's forward (another task's head)
+                continue
+            data_grad = stacked[name].grad[k]
+            p.grad = data_grad if p.grad is None else p.grad + data_grad
+        m.optimizer.step()
+        m.method.after_step(m.model)
+        if m.updates is not None:
+            m.updates.after_step()
+        m.method.step_done()
+        m.steps += 1
+    sums.add(step, losses.detach(), torch.stack(totals).detach(), logits.detach(), y)
+
+
+def _close_window(members, sums: _Sums, step: int, task: int, epoch: int, progress, steps: int) -> None:
+    """Every active member's StepEvent, from one host read; a member whose step was not
+    finite leaves as diverged, one whose observer stops it leaves as stopped."""
+    loss, correct, bad, seen = sums.read_and_reset()
+    if progress is not None:
+        progress.update(steps)
+        progress.set_postfix(task=task + 1, refresh=False)
+    for k, m in enumerate(members):
+        if not m.active:
+            continue
+        if bad[k] >= 0:
+            m.status, m.diverged_at = "diverged", {"step": bad[k], "task": task}
+            continue
+        event = StepEvent(step, task, epoch, loss[k] / steps, correct[k] / seen, steps,
+                          m.optimizer, m.model, m.updates)
+        _tell(m, lambda obs: obs.on_step(event))
+
+
+def _end_task(m: _Member, k: int, task, sequence: TaskSequence, layout: Layout, step: int,
+              steps_in_task: int) -> None:
+    m.method.end_task(k, m.model, task.train.x, task.train.y)
+    row = {s: evaluate_tasks(m.model, m.heads, sequence, s, layout, m.config.eval_batch_size)
+           for s in layout.splits}
+    for s in layout.splits:
+        m.R[s].append(row[s])
+    event = TaskEndEvent(k, task.name, step, row, m.optimizer, m.model, m.updates, steps_in_task)
+    _tell(m, lambda obs: obs.on_task_end(event))
+
+
+def _tell(m: _Member, call) -> None:
+    try:
+        for obs in m.observers:
+            call(obs)
+    except StopRun:
+        m.status = "stopped"

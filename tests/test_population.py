@@ -1,0 +1,177 @@
+"""Population runs (classp.population): each member of a population gets the Result that
+`engine.run` gives its config alone, within float tolerance, for every method, in every
+scenario the MLPs take; a member that diverges or is stopped leaves without stopping
+the others; what populations cannot train yet is refused in one line."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from classp.data import DataOptions, load_sequence
+from classp.engine import RunConfig, StopRun, run
+from classp.errors import UserError
+from classp.population import run_population
+
+# Batched products round differently from single ones (an ulp). Over a short run that
+# stays far below a weight's size, except where a rule makes a yes-or-no decision on a
+# gradient (CLASSP's threshold): a weight at the edge may move in one run and not in the
+# other. So: nearly every weight within the tolerance, and at most a few test samples
+# answered differently.
+WEIGHT_TOLERANCE = 1e-3
+SHARE_OF_WEIGHTS_WITHIN = 0.97
+ACCURACY_TOLERANCE = 0.02
+
+METHOD_PARAMS = {
+    "sgd": [{"lr": 0.05}, {"lr": 0.1}, {"lr": 0.02}],
+    "adam": [{"lr": 1e-3}, {"lr": 3e-3}, {"lr": 5e-4}],
+    "adagrad": [{"lr": 0.01}, {"lr": 0.03}, {"lr": 0.005}],
+    "classp": [{"lr": 0.05, "eps": 1e-3, "rule": "algorithm"},
+               {"lr": 0.02, "eps": 1e-3, "threshold": 1e-6, "rule": "algorithm", "power": 2.0},
+               {"lr": 0.05, "eps": 1e-3, "rule": "reference-code", "schedule": "constant"}],
+    "ewc": [{"lr": 0.05, "ewc_lambda": 10.0}, {"lr": 0.05, "ewc_lambda": 100.0},
+            {"lr": 0.02, "ewc_lambda": 1.0, "mode": "online"}],
+    "si": [{"lr": 0.05, "c": 0.1}, {"lr": 0.05, "c": 1.0}, {"lr": 0.02, "c": 10.0}],
+    "mas": [{"lr": 0.05, "mas_lambda": 1.0}, {"lr": 0.05, "mas_lambda": 10.0}, {"lr": 0.02}],
+    "l2": [{"lr": 0.05, "l2_lambda": 1.0}, {"lr": 0.05, "l2_lambda": 10.0}, {"lr": 0.02}],
+    "joint": [{"lr": 0.05}, {"lr": 0.1}, {"lr": 0.02}],
+}
+
+
+@pytest.fixture(scope="module")
+def permuted():
+    return load_sequence("permuted-digits", DataOptions(num_tasks=3))
+
+
+class Weights:
+    """An observer keeping the model's weights at every task's end."""
+
+    def __init__(self):
+        self.at_task_end: list[list[torch.Tensor]] = []
+
+    def on_run_start(self, *args) -> None: ...
+    def on_step(self, event) -> None: ...
+    def on_run_end(self, result) -> None: ...
+
+    def on_task_end(self, event) -> None:
+        self.at_task_end.append([p.detach().clone() for p in event.model.parameters()])
+
+
+def _alone_and_together(configs, sequence, observers=None):
+    """Each config run alone, and all of them as one population, each with fresh
+    observers of the same kind; returns [(alone, member, alone's weights, member's weights)]."""
+    make = observers or (lambda: [])
+    together_watch = [Weights() for _ in configs]
+    together = run_population(configs, [[w, *make()] for w in together_watch], sequence=sequence)
+    out = []
+    for config, member, member_weights in zip(configs, together, together_watch):
+        alone_weights = Weights()
+        alone = run(config, [alone_weights, *make()], sequence=sequence)
+        out.append((alone, member, alone_weights, member_weights))
+    return out
+
+
+def _assert_same_run(alone, member, alone_weights, member_weights):
+    assert (member.status, member.steps, member.diverged_at) == (alone.status, alone.steps, alone.diverged_at)
+    assert member.task_names == alone.task_names
+    assert member.state_bytes == alone.state_bytes and member.num_parameters == alone.num_parameters
+    for split, rows in alone.accuracy.items():
+        assert len(member.accuracy[split]) == len(rows)
+        assert member.accuracy[split][0] == rows[0]  # before training: the same initial weights
+        for got, want in zip(member.accuracy[split], rows):
+            assert got == pytest.approx(want, abs=ACCURACY_TOLERANCE), split
+    assert len(member_weights.at_task_end) == len(alone_weights.at_task_end)
+    for got, want in zip(member_weights.at_task_end, alone_weights.at_task_end):
+        for g, w in zip(got, want):
+            within = ((g - w).abs() <= WEIGHT_TOLERANCE).float().mean().item()
+            assert within >= SHARE_OF_WEIGHTS_WITHIN, f"{within:.4f} of the weights within {WEIGHT_TOLERANCE}"
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_PARAMS))
+def test_each_member_is_the_run_alone_for_every_method(method, permuted):
+    configs = [RunConfig(sequence="permuted-digits", method=method, method_params=params,
+                         seed=seed, epochs=1, num_tasks=3, track_updates=True)
+               for seed, params in zip((0, 7, 11), METHOD_PARAMS[method])]
+    for pair in _alone_and_together(configs, permuted):
+        _assert_same_run(*pair)
+        assert pair[1].status == "finished"
+
+
+@pytest.mark.parametrize("scenario", ["task", "class", "domain"])
+def test_each_member_is_the_run_alone_in_every_scenario(scenario):
+    sequence = load_sequence("split-digits", DataOptions(scenario=scenario))
+    configs = [RunConfig(sequence="split-digits", scenario=scenario, method=method, seed=seed,
+                         epochs=1, method_params=params)
+               for seed, method, params in ((0, "sgd", {"lr": 0.05}), (1, "ewc", {"lr": 0.05}),
+                                            (2, "classp", {"lr": 0.05, "eps": 1e-3}))]
+    for pair in _alone_and_together(configs, sequence):
+        _assert_same_run(*pair)
+
+
+def test_members_of_one_population_may_differ_in_method_and_shuffle_their_own_data(permuted):
+    configs = [RunConfig(sequence="permuted-digits", method=m, method_params=p, seed=s, epochs=1,
+                         num_tasks=3, shuffle=True)
+               for s, m, p in ((3, "sgd", {"lr": 0.05}), (4, "adam", {"lr": 1e-3}), (3, "si", {"lr": 0.05}))]
+    pairs = _alone_and_together(configs, permuted)
+    for pair in pairs:
+        _assert_same_run(*pair)
+    # Different seeds: different data orders and initial weights, hence different runs.
+    assert pairs[0][1].accuracy["val"][0] != pairs[1][1].accuracy["val"][0]
+
+
+def test_a_member_that_diverges_leaves_and_the_others_go_on(permuted):
+    configs = [RunConfig(sequence="permuted-digits", method="sgd", method_params={"lr": lr},
+                         seed=seed, epochs=1, num_tasks=3)
+               for seed, lr in ((0, 0.05), (1, 1e6), (2, 0.1))]
+    pairs = _alone_and_together(configs, permuted)
+    for pair in pairs:
+        _assert_same_run(*pair)
+    assert [member.status for _, member, _, _ in pairs] == ["finished", "diverged", "finished"]
+    assert pairs[1][1].diverged_at["task"] == 0 and len(pairs[1][1].accuracy["val"]) == 1
+
+
+class StopAfterFirstTask:
+    """An observer stopping its run after the first task, as the study's pruner does."""
+
+    def on_run_start(self, *args) -> None: ...
+    def on_step(self, event) -> None: ...
+    def on_run_end(self, result) -> None: ...
+
+    def on_task_end(self, event) -> None:
+        raise StopRun
+
+
+def test_a_stopped_member_leaves_with_what_it_had_and_the_others_go_on(permuted):
+    configs = [RunConfig(sequence="permuted-digits", method="adam", method_params={"lr": 1e-3},
+                         seed=seed, epochs=1, num_tasks=3) for seed in (0, 1)]
+    together_watch = [Weights(), Weights()]
+    together = run_population(configs, [[together_watch[0], StopAfterFirstTask()], [together_watch[1]]],
+                              sequence=permuted)
+    stopped_alone, finished_alone = Weights(), Weights()
+    alone = [run(configs[0], [stopped_alone, StopAfterFirstTask()], sequence=permuted),
+             run(configs[1], [finished_alone], sequence=permuted)]
+    _assert_same_run(alone[0], together[0], stopped_alone, together_watch[0])
+    _assert_same_run(alone[1], together[1], finished_alone, together_watch[1])
+    assert [r.status for r in together] == ["stopped", "finished"]
+    assert len(together[0].accuracy["val"]) == 2 and len(together[1].accuracy["val"]) == 4
+
+
+def test_what_populations_cannot_train_yet_is_refused_in_one_line(permuted):
+    base = RunConfig(sequence="permuted-digits", epochs=1, num_tasks=3)
+    cases = [
+        ([base, dataclasses.replace(base, seed=1, epochs=2)],
+         "the runs of a population differ in epochs (1 and 2); only seed, method and method "
+         "parameters may differ: run the others as a population of their own"),
+        ([dataclasses.replace(base, model="paper-cnn")] * 2,
+         "populations train MLPs for now (mlp, mlp-400, mlp-1000), not 'paper-cnn': run the "
+         "trials one by one (population 1)"),
+        ([dataclasses.replace(base, method="joint"), dataclasses.replace(base, method="sgd")],
+         "joint training and sequential methods cannot share a population"),
+        ([], "a population needs at least one run"),
+    ]
+    for configs, message in cases:
+        with pytest.raises(UserError) as raised:
+            run_population(configs, sequence=permuted)
+        assert str(raised.value) == message
