@@ -165,8 +165,8 @@ def test_what_populations_cannot_train_yet_is_refused_in_one_line(permuted):
          "the runs of a population differ in epochs (1 and 2); only seed, method and method "
          "parameters may differ: run the others as a population of their own"),
         ([dataclasses.replace(base, model="paper-cnn")] * 2,
-         "populations train MLPs for now (mlp, mlp-400, mlp-1000), not 'paper-cnn': run the "
-         "trials one by one (population 1)"),
+         "populations train MLPs for now (mlp, mlp-400, mlp-1000), not 'paper-cnn': run them "
+         "one by one (population 1)"),
         ([dataclasses.replace(base, method="joint"), dataclasses.replace(base, method="sgd")],
          "joint training and sequential methods cannot share a population"),
         ([], "a population needs at least one run"),

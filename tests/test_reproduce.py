@@ -155,6 +155,7 @@ def test_the_published_code_runs_rows_1_and_2_identically(vision_data_dir):
     (["--rows", "1,9"], "--rows: '9' is not a row number of tiny-reproduce.toml (1 to 4)"),
     (["--rules", "equation"], "--rules: unknown rule 'equation'"),
     (["--seeds", "0"], "--seeds must be at least 1, got 0"),
+    (["--population", "0"], "--population must be at least 1 (1: one run at a time), got 0"),
 ])
 def test_bad_reproduce_arguments_are_one_line(classp_home, args, message):
     out = run_classp("reproduce", TINY, *args)
@@ -174,3 +175,14 @@ def test_a_bad_reproduce_spec_is_one_line(tmp_path, classp_home):
     bad.write_text(TABLE1.read_text().replace('paper_row = "sgd"', 'paper_row = "adam"'))
     out = run_classp("reproduce", bad)
     assert "rows[3].paper_row: 'adam' is not a row of table1" in out.stderr
+
+
+def test_populations_refuse_the_papers_cnn_before_anything_is_recorded(vision_data_dir, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = run_classp("reproduce", TINY, "--data-dir", vision_data_dir, "--population", "2",
+                     "--tracking-uri", uri, env={"CLASSP_HOME": str(tmp_path / "home")})
+    assert (out.returncode, out.stderr.strip()) == (2, (
+        "classp: error: populations train MLPs for now (mlp, mlp-400, mlp-1000), not "
+        "'paper-cnn-published': run them one by one (population 1)"))
+    client = MlflowClient(uri)
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])

@@ -119,6 +119,24 @@ def test_a_small_table_runs_tracks_every_run_and_rebuilds_from_its_output(tmp_pa
     assert rebuilt[1:] == table.strip().splitlines()[1:]  # the title says where it came from
 
 
+def test_seeds_in_populations_give_the_table_of_seeds_one_by_one(tmp_path, vision_data_dir):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(SMALL)
+    tables = []
+    for population in ("1", "2"):
+        done = run_classp("reproduce", spec, "--data-dir", vision_data_dir, "--subsample", "0.5",
+                          "--population", population, "--rows", "1",
+                          env={"CLASSP_HOME": str(tmp_path / f"home{population}")})
+        assert done.returncode == 0, done.stderr
+        tables.append(done.stdout[done.stdout.index("tiny-hsu: ACC"):].splitlines())
+    alone, together = tables
+    assert len(alone) == len(together)
+    for a, b in zip(alone, together):
+        assert re.sub(r"-?\d+\.\d+", "#", a) == re.sub(r"-?\d+\.\d+", "#", b)
+        numbers = [[float(v) for v in re.findall(r"-?\d+\.\d+", line)] for line in (a, b)]
+        assert numbers[0] == pytest.approx(numbers[1], abs=0.5)
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s.replace('table = "hsu2018-split-mnist"', 'table = "hsu2019"'), "unknown table 'hsu2019'"),
     (lambda s: s.replace('scenarios = ["task", "class"]', 'scenarios = ["tasks"]'),

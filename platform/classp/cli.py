@@ -215,13 +215,30 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _add_population_argument(parser, what: str) -> None:
+    parser.add_argument("--population", type=int, default=None, metavar="K",
+                        help=f"train K {what} at a time as one batched model (default: the "
+                             f"spec's population, else 1); MLPs only for now")
+
+
+def _with_population(spec, population: int | None):
+    """The spec, with --population in place of its own when given."""
+    import dataclasses
+
+    if population is None:
+        return spec
+    if population < 1:
+        raise UserError(f"--population must be at least 1 (1: one trial at a time), got {population}")
+    return dataclasses.replace(spec, population=population)
+
+
 def _cmd_study_run(args) -> int:
     if args.workers == 1:  # with --workers, each worker gets its share (classp.workers)
         _choose_threads()
     from classp.specs import load_spec
     from classp.study import run_study
 
-    spec = load_spec(args.spec)
+    spec = _with_population(load_spec(args.spec), args.population)
     methods = [args.method] if args.method else None
     if args.workers != 1:
         from classp.study import run_study_workers
@@ -240,7 +257,7 @@ def _cmd_study_confirm(args) -> int:
     from classp.specs import load_spec
     from classp.study import confirm
 
-    spec = load_spec(args.spec)
+    spec = _with_population(load_spec(args.spec), args.population)
     confirm(spec, methods=[args.method] if args.method else None, storage_url=args.storage,
             tracking_uri=args.tracking_uri)
     return 0
@@ -277,7 +294,8 @@ def _cmd_reproduce(args) -> int:
         return 0
     reproduce(spec, seeds=args.seeds, subsample=args.subsample,
               data_dir=Path(args.data_dir) if args.data_dir else None, download=args.download,
-              tracking_uri=args.tracking_uri, device=args.device, rows=args.rows, rules=args.rules)
+              tracking_uri=args.tracking_uri, device=args.device, rows=args.rows, rules=args.rules,
+              population=1 if args.population is None else args.population)
     return 0
 
 
@@ -300,7 +318,7 @@ def _reproduce_scenario_table(args, top) -> int:
                         data_dir=Path(args.data_dir) if args.data_dir else None,
                         download=args.download, tracking_uri=args.tracking_uri,
                         device=args.device, rows=select_rows(spec, args.rows),
-                        scenarios=args.scenarios)
+                        scenarios=args.scenarios, population=1 if args.population is None else args.population)
     return 0
 
 
@@ -358,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="trials each method's study should have in all (default: the spec's)")
     p_srun.add_argument("--no-progress", action="store_true",
                         help="no progress bar (default: one on a terminal)")
+    _add_population_argument(p_srun, "trials")
     p_srun.add_argument("--workers", type=int, default=1, metavar="N",
                         help="run N worker processes sharing the study, pinned round-robin to "
                              "the visible GPUs (default 1: this process)")
@@ -365,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_confirm = study_sub.add_parser(
         "confirm", help="re-run the best parameters on fresh seeds, on the test split")
     _add_study_arguments(p_confirm)
+    _add_population_argument(p_confirm, "confirmation seeds")
     p_confirm.set_defaults(func=_cmd_study_confirm)
 
     p_dash = sub.add_parser("dashboard", help="build a Plotly dashboard from the tracked runs")
@@ -393,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "the spec's)")
     p_rep.add_argument("--tracking-uri", default=None,
                        help=TRACKING_HELP)
+    p_rep.add_argument("--population", type=int, default=None, metavar="K",
+                       help="train K seeds of a row at a time as one batched model (default 1); "
+                            "MLPs only for now")
     p_rep.add_argument("--device", default="auto",
                        help="auto (default: a GPU if there is one), cpu, cuda or cuda:N")
     p_rep.add_argument("--from-logs", nargs="+", default=None, metavar="FILE",

@@ -31,7 +31,7 @@ sample, per member). Each is refused in one line.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -39,12 +39,28 @@ from torch.nn import functional as F
 
 from classp import interrupts, scenarios
 from classp.data import TaskSequence
-from classp.engine import (Layout, Observer, Result, RunConfig, StepEvent, StopRun, TaskEndEvent,
-                           _joint_split, _progress_bar, check_config, evaluate_tasks, lay_out,
-                           make_result, report_every, seeded_model)
+from classp.engine import (
+    Layout,
+    Observer,
+    Result,
+    RunConfig,
+    StepEvent,
+    StopRun,
+    TaskEndEvent,
+    _joint_split,
+    _progress_bar,
+    check_config,
+    evaluate_tasks,
+    lay_out,
+    loss_targets,
+    make_result,
+    report_every,
+    seeded_model,
+)
 from classp.errors import UserError
 from classp.methods import build_method
 from classp.methods.base import Method, RunPlan, TaskPlan
+from classp.models import build_model
 from classp.sparsity import UpdateCounter
 
 # What members may differ in; every other RunConfig field shapes the loop they share.
@@ -89,18 +105,21 @@ def check_population(configs: list[RunConfig]) -> None:
                                 f"parameters may differ: run the others as a population of their own")
 
 
-def _check_supported(layout: Layout, model: nn.Module, methods: list[Method], model_name: str) -> None:
-    if layout.targets is not None:
-        raise UserError("populations train fixed epochs; this protocol ends tasks at loss targets: "
-                        "give --epochs, or run the trials one by one (population 1)")
+def check_can_train(config: RunConfig, sequence: TaskSequence) -> None:
+    """What populations cannot train yet, refused in one line before anything trains."""
+    model_name = config.model or sequence.protocol.model
+    with torch.device("meta"):  # the model's structure without its memory
+        model = build_model(model_name, sequence.input)
+        scenarios.install(model, sequence)
     if _mlp_layers(model) is None:
         raise UserError(f"populations train MLPs for now (mlp, mlp-400, mlp-1000), not "
-                        f"{model_name!r}: run the trials one by one (population 1)")
-    if len({m.joint for m in methods}) > 1:
-        raise UserError("joint training and sequential methods cannot share a population")
-    if methods[0].joint and layout.sequence.scenario == "task":
+                        f"{model_name!r}: run them one by one (population 1)")
+    if loss_targets(config, sequence) is not None:
+        raise UserError("populations train fixed epochs; this protocol ends tasks at loss targets: "
+                        "give --epochs, or run them one by one (population 1)")
+    if build_method(config.method, config.method_params).joint and sequence.scenario == "task":
         raise UserError("joint training with a head per task picks heads per sample: run it "
-                        "as population 1")
+                        "as (population 1)")
 
 
 def run_population(configs: list[RunConfig], observers: list[list[Observer]] | None = None,
@@ -110,10 +129,12 @@ def run_population(configs: list[RunConfig], observers: list[list[Observer]] | N
     check_population(configs)
     observers = observers or [[] for _ in configs]
     layout = lay_out(configs[0], sequence)
+    for config in configs:
+        check_can_train(config, layout.sequence)
     members = [_build_member(c, o, layout) for c, o in zip(configs, observers)]
+    if len({m.method.joint for m in members}) > 1:
+        raise UserError("joint training and sequential methods cannot share a population")
     sequence = _member_sequence(layout, members)
-    _check_supported(layout, members[0].model, [m.method for m in members],
-                     configs[0].model or layout.sequence.protocol.model)
     stacked = _stack(members)
     forward = _batched_forward(members[0].model, stacked)
     for m in members:
@@ -357,7 +378,7 @@ def _close_window(members, sums: _Sums, step: int, task: int, epoch: int, progre
             continue
         event = StepEvent(step, task, epoch, loss[k] / steps, correct[k] / seen, steps,
                           m.optimizer, m.model, m.updates)
-        _tell(m, lambda obs: obs.on_step(event))
+        _tell(m, lambda obs, event=event: obs.on_step(event))
 
 
 def _end_task(m: _Member, k: int, task, sequence: TaskSequence, layout: Layout, step: int,

@@ -26,13 +26,15 @@ from typing import Any
 
 from classp import stats
 from classp.data import PROTOCOLS, SEQUENCES, DataOptions, load_sequence
-from classp.engine import RunConfig, run
+from classp.engine import RunConfig
 from classp.errors import UserError
 from classp.methods import METHODS, build_method
 from classp.paper import PAPER_RUNS, TABLES
 from classp.paths import read_output
+from classp.population import check_can_train
+from classp.seed_runs import tracked_seed_runs
 from classp.tomlfile import Table, read_spec
-from classp.tracking import TAG_KIND, TAG_METHOD, TAG_RULE, TAG_SEQUENCE, RunLogger, Tracking
+from classp.tracking import TAG_KIND, TAG_METHOD, TAG_RULE, TAG_SEQUENCE, Tracking
 
 RULES_COMPARED = ("reference-code", "algorithm")
 
@@ -152,12 +154,18 @@ class Cell:
     diverged: list[int] = field(default_factory=list)  # seeds whose loss turned non-finite
 
 
+def check_population_size(population: int) -> None:
+    if population < 1:
+        raise UserError(f"--population must be at least 1 (1: one run at a time), got {population}")
+
+
 def reproduce(spec: ReproduceSpec, seeds: int | None = None, subsample: float = 1.0,
               data_dir: Path | None = None, download: bool = False, tracking_uri: str | None = None,
               device: str = "auto", rows: str | None = None, rules: str | None = None,
-              echo=print) -> dict:
+              echo=print, population: int = 1) -> dict:
     if seeds is not None and seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
+    check_population_size(population)
     seeds = seeds if seeds is not None else spec.seeds
     if not 0 < subsample <= 1:
         raise UserError(f"--subsample must be in (0, 1], got {subsample}")
@@ -177,6 +185,11 @@ def reproduce(spec: ReproduceSpec, seeds: int | None = None, subsample: float = 
         raise UserError(f"{spec.path}: reproduce.report_task: {spec.report_task!r} is not a task of "
                         f"{spec.sequence} ({', '.join(task_names)})")
     column = task_names.index(spec.report_task)
+    if population > 1:  # refused before anything is recorded
+        for i in picked:
+            check_can_train(RunConfig(sequence=spec.sequence, method=spec.rows[i].method,
+                                      method_params=spec.rows[i].params, protocol=spec.protocol),
+                            sequence)
     experiment_id = tracking.experiment(spec.sequence)
     parent = tracking.parent_run(experiment_id, spec.name, {TAG_SEQUENCE: spec.sequence,
                                                              TAG_KIND: "study"})
@@ -192,19 +205,17 @@ def reproduce(spec: ReproduceSpec, seeds: int | None = None, subsample: float = 
             for rule in rules_of(row):
                 cell = results.setdefault((i, rule), Cell())
                 params = {**row.params, **({"rule": rule} if rule else {})}
-                for seed in range(seeds):
-                    run_id = tracking.child_run(
-                        experiment_id, parent, f"row{i + 1}-{rule or row.method}-seed{seed}", {
-                            TAG_KIND: "reproduce", "classp.study": spec.name, TAG_METHOD: row.method,
-                            TAG_SEQUENCE: spec.sequence, TAG_RULE: rule or "-", "classp.row": row.label})
-                    config = RunConfig(sequence=spec.sequence, method=row.method, method_params=params,
-                                       seed=seed, device=device, eval_splits=("test",), eval_train=True,
-                                       subsample=subsample, track_updates=True, protocol=spec.protocol)
-                    logger = RunLogger(tracking.client, run_id, extra_params={
-                        "row": row.label, "subsample": subsample, "reproduce": spec.name})
-                    with tracking.ending_on_error(run_id):
-                        result = run(config, [logger], sequence=sequence)
-                    tracking.finish(run_id, result.status if result.status != "stopped" else "failed")
+                def describe(seed: int, i=i, row=row, rule=rule, params=params):
+                    return (f"row{i + 1}-{rule or row.method}-seed{seed}",
+                            {TAG_KIND: "reproduce", "classp.study": spec.name, TAG_METHOD: row.method,
+                             TAG_SEQUENCE: spec.sequence, TAG_RULE: rule or "-", "classp.row": row.label},
+                            RunConfig(sequence=spec.sequence, method=row.method, method_params=params,
+                                      seed=seed, device=device, eval_splits=("test",), eval_train=True,
+                                      subsample=subsample, track_updates=True, protocol=spec.protocol),
+                            {"row": row.label, "subsample": subsample, "reproduce": spec.name})
+
+                for seed, result in tracked_seed_runs(tracking, experiment_id, parent, list(range(seeds)),
+                                                      population, sequence, describe):
                     done += 1
                     if result.status == "finished":
                         cell.train[seed] = 100 * result.accuracy["train"][-1][column]

@@ -23,15 +23,17 @@ from typing import Any
 
 from classp import stats
 from classp.data import DataOptions, load_sequence
-from classp.engine import RunConfig, run
+from classp.engine import RunConfig
 from classp.errors import UserError
 from classp.literature import REFERENCE_TABLES
 from classp.methods import build_method
 from classp.paths import read_output
-from classp.reproduce import row_method, row_tables
+from classp.population import check_can_train
+from classp.reproduce import check_population_size, row_method, row_tables
 from classp.scenarios import SCENARIOS
+from classp.seed_runs import tracked_seed_runs
 from classp.tomlfile import Table
-from classp.tracking import TAG_KIND, TAG_METHOD, TAG_SEQUENCE, RunLogger, Tracking
+from classp.tracking import TAG_KIND, TAG_METHOD, TAG_SEQUENCE, Tracking
 
 
 @dataclass(frozen=True)
@@ -140,10 +142,11 @@ def reproduce_scenarios(spec: ScenarioTableSpec, seeds: int | None = None, subsa
                         data_dir: Path | None = None, download: bool = False,
                         tracking_uri: str | None = None, device: str = "auto",
                         rows: list[int] | None = None, scenarios: str | None = None,
-                        echo=print) -> str:
+                        echo=print, population: int = 1) -> str:
     seeds = seeds if seeds is not None else spec.seeds
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
+    check_population_size(population)
     if not 0 < subsample <= 1:
         raise UserError(f"--subsample must be in (0, 1], got {subsample}")
     picked = rows if rows is not None else list(range(len(spec.rows)))
@@ -153,6 +156,12 @@ def reproduce_scenarios(spec: ScenarioTableSpec, seeds: int | None = None, subsa
     sequences = {s: load_sequence(spec.sequence, DataOptions(
         data_dir=data_dir, download=download, subsample=subsample, protocol=spec.protocol,
         scenario=s)) for s in chosen}
+    if population > 1:  # refused before anything is recorded
+        for i in picked:
+            for s in chosen:
+                check_can_train(RunConfig(sequence=spec.sequence, method=spec.rows[i].method,
+                                          method_params=spec.rows[i].params_for(s),
+                                          protocol=spec.protocol, scenario=s), sequences[s])
     experiment_id = tracking.experiment(spec.sequence)
     parent = tracking.parent_run(experiment_id, spec.name, {TAG_SEQUENCE: spec.sequence,
                                                              TAG_KIND: "study"})
@@ -163,22 +172,19 @@ def reproduce_scenarios(spec: ScenarioTableSpec, seeds: int | None = None, subsa
             row = spec.rows[i]
             for scenario in chosen:
                 cell = cells.setdefault((i, scenario), Cell())
-                for seed in range(seeds):
-                    run_id = tracking.child_run(
-                        experiment_id, parent, f"row{i + 1}-{row.method}-{scenario}-seed{seed}", {
-                            TAG_KIND: "reproduce", "classp.study": spec.name, TAG_METHOD: row.method,
-                            TAG_SEQUENCE: spec.sequence, "classp.row": row.label,
-                            "classp.scenario": scenario})
-                    config = RunConfig(sequence=spec.sequence, method=row.method,
-                                       method_params=row.params_for(scenario), seed=seed,
-                                       device=device, eval_splits=("test",), subsample=subsample,
-                                       track_updates=True, protocol=spec.protocol,
-                                       scenario=scenario)
-                    logger = RunLogger(tracking.client, run_id, extra_params={
-                        "row": row.label, "subsample": subsample, "reproduce": spec.name})
-                    with tracking.ending_on_error(run_id):
-                        result = run(config, [logger], sequence=sequences[scenario])
-                    tracking.finish(run_id, result.status if result.status != "stopped" else "failed")
+                def describe(seed: int, i=i, row=row, scenario=scenario):
+                    return (f"row{i + 1}-{row.method}-{scenario}-seed{seed}",
+                            {TAG_KIND: "reproduce", "classp.study": spec.name, TAG_METHOD: row.method,
+                             TAG_SEQUENCE: spec.sequence, "classp.row": row.label,
+                             "classp.scenario": scenario},
+                            RunConfig(sequence=spec.sequence, method=row.method,
+                                      method_params=row.params_for(scenario), seed=seed,
+                                      device=device, eval_splits=("test",), subsample=subsample,
+                                      track_updates=True, protocol=spec.protocol, scenario=scenario),
+                            {"row": row.label, "subsample": subsample, "reproduce": spec.name})
+
+                for seed, result in tracked_seed_runs(tracking, experiment_id, parent, list(range(seeds)),
+                                                      population, sequences[scenario], describe):
                     done += 1
                     if result.status == "finished":
                         cell.acc[seed] = 100 * result.metrics["test"]["acc"]

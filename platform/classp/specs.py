@@ -137,6 +137,8 @@ class StudySpec:
     objective: str = "accuracy"
     n_trials: int | None = 20
     timeout_minutes: float | None = None
+    # Trials trained together as one batched model (classp.population); 1: one at a time.
+    population: int = 1
     seeds: tuple[int, ...] = (0,)
     confirm_seeds: tuple[int, ...] = (1000, 1001, 1002, 1003, 1004)
     run: dict[str, Any] = field(default_factory=dict)
@@ -173,7 +175,7 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
 
     study = top.sub("study", required=True)
     study.only({"name", "sequence", "methods", "objective", "n_trials", "timeout_minutes",
-                "seeds", "confirm_seeds", "tune_split"})
+                "population", "seeds", "confirm_seeds", "tune_split"})
     name = study.get("name", (str,), required=True)
     try:
         check_name(name, "the study name")
@@ -191,6 +193,9 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     timeout = study.get("timeout_minutes", (float, int), None)
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         study.fail("timeout_minutes", f"must be a positive number of minutes, got {timeout}")
+    population = study.get("population", (int,), 1)
+    if population < 1:
+        study.fail("population", f"must be at least 1 (1: one trial at a time), got {population}")
     seeds = _int_list(study, "seeds", [0])
     # Five confirmation seeds at least by default: a paired verdict needs a spread.
     confirm = _int_list(study, "confirm_seeds", [1000, 1001, 1002, 1003, 1004])
@@ -247,7 +252,7 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
 
     return StudySpec(path=path, name=name, sequence=sequence, methods=tuple(methods),
                      objective=objective, n_trials=n_trials, timeout_minutes=timeout,
-                     seeds=tuple(seeds), confirm_seeds=tuple(confirm), run=run, sampler=sampler,
+                     population=population, seeds=tuple(seeds), confirm_seeds=tuple(confirm), run=run, sampler=sampler,
                      sampler_seed=sampler_seed, pruner=pruner, pruner_startup_trials=startup,
                      tune_split=tune_split, tuning=tuning)
 

@@ -23,9 +23,10 @@ from classp import threads
 
 
 def worker_command(spec_path: Path, method: str | None, n_trials: int | None, storage_url: str,
-                   tracking_uri: str) -> list[str]:
+                   tracking_uri: str, population: int = 1) -> list[str]:
     command = [sys.executable, "-m", "classp.cli", "study", "run", str(spec_path),
-               "--storage", storage_url, "--tracking-uri", tracking_uri, "--no-progress"]
+               "--storage", storage_url, "--tracking-uri", tracking_uri, "--no-progress",
+               "--population", str(population)]
     if method:
         command += ["--method", method]
     if n_trials is not None:
@@ -59,11 +60,11 @@ def _visible_gpus(env: dict[str, str]) -> list[str]:
 
 
 def run_workers(spec_path: Path, n_workers: int, method: str | None, n_trials: int | None,
-                storage_url: str, tracking_uri: str, echo=print) -> list[int]:
+                storage_url: str, tracking_uri: str, echo=print, population: int = 1) -> list[int]:
     """Start the workers, echo their output line by line with a `[worker i]` prefix, wait
     for all of them; return their exit codes. Ctrl-C stops every worker (each queues its
     running trial again, as a single process does)."""
-    command = worker_command(spec_path, method, n_trials, storage_url, tracking_uri)
+    command = worker_command(spec_path, method, n_trials, storage_url, tracking_uri, population)
     processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True, start_new_session=True)
                  for env in worker_environments(n_workers)]

@@ -11,11 +11,11 @@ import optuna
 
 from classp.chance import chance_levels
 from classp.confirmation import MethodOutcome, compare, format_table, verdict_lines
-from classp.engine import run
 from classp.errors import UserError
+from classp.seed_runs import tracked_seed_runs
 from classp.specs import StudySpec
 from classp.study.objective import objective_names, trial_config
-from classp.study.run import load_sequence_for, log_tuning
+from classp.study.run import check_population, load_sequence_for, log_tuning
 from classp.study.space import check_search_space
 from classp.study.storage import open_storage
 from classp.study.summary import best_params, chosen_settings
@@ -26,7 +26,6 @@ from classp.tracking import (
     TAG_RULE,
     TAG_SEQUENCE,
     TAG_STUDY,
-    RunLogger,
     Tracking,
     redact,
 )
@@ -67,6 +66,7 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
     reductions = {m: what for m in methods
                   if (what := chosen_settings(m, *chosen[m])) is not None}
     sequence = load_sequence_for(spec, methods)
+    check_population(spec, methods, sequence)
     first = spec.tuning.first_reported  # first-tasks: the tuning tasks are not reported
     all_tasks = [t.name for t in sequence.tasks]
     tasks = all_tasks[first:]
@@ -81,17 +81,17 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
         log_tuning(tracking, parent_id, spec)
         if m in reductions:
             tracking.client.set_tag(parent_id, TAG_REDUCES_TO, reductions[m])
-        for seed in spec.confirm_seeds:
-            run_id = tracking.child_run(experiment_id, parent_id, f"{m} confirm seed {seed}", {
-                TAG_KIND: "confirm", TAG_STUDY: name, TAG_METHOD: m, TAG_SEQUENCE: spec.sequence,
-                TAG_RULE: str(params.get("rule", "-")), "classp.best_trial": str(best.number)})
-            config = trial_config(spec, spec.method(m), params, seed)
-            logger = RunLogger(tracking.client, run_id, extra_params={
-                "study": name, "best_trial": best.number, "confirm_seed": seed,
-                "tuning_protocol": spec.tuning.key, "reported_tasks": ",".join(tasks)})
-            with tracking.ending_on_error(run_id):
-                result = run(config, [logger], sequence=sequence)
-            tracking.finish(run_id, "finished" if result.status == "finished" else "diverged")
+        def describe(seed: int, m=m, params=params, name=name, best=best):
+            return (f"{m} confirm seed {seed}",
+                    {TAG_KIND: "confirm", TAG_STUDY: name, TAG_METHOD: m, TAG_SEQUENCE: spec.sequence,
+                     TAG_RULE: str(params.get("rule", "-")), "classp.best_trial": str(best.number)},
+                    trial_config(spec, spec.method(m), params, seed),
+                    {"study": name, "best_trial": best.number, "confirm_seed": seed,
+                     "tuning_protocol": spec.tuning.key, "reported_tasks": ",".join(tasks)})
+
+        for seed, result in tracked_seed_runs(tracking, experiment_id, parent_id,
+                                              list(spec.confirm_seeds), spec.population,
+                                              sequence, describe):
             if result.status == "finished":
                 outcome.add(seed, result.accuracy["test"], chances, first)
             else:

@@ -12,7 +12,8 @@ import optuna
 
 from classp import metrics
 from classp.chance import chance_levels
-from classp.engine import RunConfig, StopRun, run
+from classp.engine import Result, RunConfig, StopRun, run
+from classp.population import run_population
 from classp.specs import MethodSpec, StudySpec
 from classp.study.space import suggest
 from classp.tracking import (
@@ -63,7 +64,8 @@ def objective_values(spec: StudySpec, results) -> list[float]:
 
 
 class Objective:
-    """Runs one trial: every tuning seed, tracked as one MLflow child run."""
+    """Runs trials: every tuning seed, tracked as one MLflow child run per trial. One at a
+    time (`__call__`, Optuna's objective) or several as populations (`run_together`)."""
 
     def __init__(self, spec: StudySpec, method: MethodSpec, sequence, tracking: Tracking,
                  experiment_id: str, parent_id: str):
@@ -71,6 +73,50 @@ class Objective:
         self.tracking, self.experiment_id, self.parent_id = tracking, experiment_id, parent_id
 
     def __call__(self, trial):
+        started = self._start(trial)
+        results = []
+        for i, seed in enumerate(self.spec.seeds):
+            config, observers, pruning = self._seed_run(started, i, seed)
+            outcome = self._seed_outcome(trial, run(config, observers, sequence=self.sequence), pruning)
+            if not isinstance(outcome, Result):
+                return self._raise_or_return(outcome)
+            results.append(outcome)
+        return self._finish(trial, results)
+
+    def run_together(self, trials) -> list:
+        """Several trials, seed by seed, each seed's runs as one population
+        (classp.population): what each trial is told, as `__call__` would return it, or the
+        TrialPruned it would raise. A trial pruned or diverged in one seed runs no later
+        seed, as alone."""
+        started = [self._start(t) for t in trials]
+        results: list[list] = [[] for _ in trials]
+        outcomes: list = [None] * len(trials)
+        for i, seed in enumerate(self.spec.seeds):
+            going = [k for k, o in enumerate(outcomes) if o is None]
+            if not going:
+                break
+            runs = [self._seed_run(started[k], i, seed) for k in going]
+            together = run_population([c for c, _, _ in runs], [o for _, o, _ in runs],
+                                      sequence=self.sequence)
+            for k, (_, _, pruning), result in zip(going, runs, together):
+                outcome = self._seed_outcome(trials[k], result, pruning)
+                if isinstance(outcome, Result):
+                    results[k].append(outcome)
+                else:
+                    outcomes[k] = outcome
+        told = []
+        for trial, trial_results, outcome in zip(trials, results, outcomes):
+            if outcome is None:
+                told.append(self._finish(trial, trial_results))
+            elif isinstance(outcome, optuna.TrialPruned):
+                told.append(outcome)  # the caller tells the study it was pruned
+            else:
+                told.append(self._raise_or_return(outcome))
+        return told
+
+    # -- the steps of a trial -------------------------------------------------------------
+    def _start(self, trial) -> tuple:
+        """Suggest the trial's parameters and open its MLflow child run."""
         params = suggest(trial, self.method)
         method_params = {**self.method.fixed, **params}
         # Named so that the MLflow runs list reads without opening a run.
@@ -80,34 +126,47 @@ class Objective:
             TAG_METHOD: self.method.name, TAG_SEQUENCE: self.spec.sequence,
             TAG_TRIAL: str(trial.number), TAG_RULE: str(method_params.get("rule", "-"))})
         trial.set_user_attr("mlflow_run_id", run_id)
-        results = []
-        for i, seed in enumerate(self.spec.seeds):
-            # The first seed logs everything (steps, sparsity, artifacts); later seeds log
-            # their final metrics and matrix under a seed prefix.
-            first = i == 0
-            logger = RunLogger(self.tracking.client, run_id, log_steps=first,
-                               log_params=first, prefix="" if first else f"seed{seed}/",
-                               extra_params={"study": self.spec.study_name(self.method.name),
-                                             "trial": trial.number, "seeds": list(self.spec.seeds)})
-            observers = [logger]
-            pruning = None
-            if self.spec.pruner != "none":
-                pruning = _PruningReporter(trial, self.spec.tune_split, i * len(self.sequence.tasks))
-                observers.append(pruning)
-            config = trial_config(self.spec, self.method, params, seed, self.sequence.name)
-            if not first:
-                config = dataclasses.replace(config, track_updates=False)
-            result = run(config, observers, sequence=self.sequence)
-            if pruning is not None and pruning.pruned:
-                trial.set_user_attr("status", "pruned")
-                raise optuna.TrialPruned(f"pruned after task {len(result.accuracy['val']) - 1}")
-            if result.status == "diverged":
-                trial.set_user_attr("status", "diverged")
-                trial.set_user_attr("diverged_at_step", result.diverged_at["step"])
-                # NaN: Optuna records the trial as failed, and the sampler learns nothing
-                # false from a made-up score.
-                return [math.nan] * len(self.spec.directions)
-            results.append(result)
+        return trial, params, run_id
+
+    def _seed_run(self, started: tuple, i: int, seed: int):
+        """The config and observers of a trial's i-th seed. The first seed logs everything
+        (steps, sparsity, artifacts); later seeds log their final metrics and matrix under
+        a seed prefix."""
+        trial, params, run_id = started
+        first = i == 0
+        logger = RunLogger(self.tracking.client, run_id, log_steps=first,
+                           log_params=first, prefix="" if first else f"seed{seed}/",
+                           extra_params={"study": self.spec.study_name(self.method.name),
+                                         "trial": trial.number, "seeds": list(self.spec.seeds)})
+        observers = [logger]
+        pruning = None
+        if self.spec.pruner != "none":
+            pruning = _PruningReporter(trial, self.spec.tune_split, i * len(self.sequence.tasks))
+            observers.append(pruning)
+        config = trial_config(self.spec, self.method, params, seed, self.sequence.name)
+        if not first:
+            config = dataclasses.replace(config, track_updates=False)
+        return config, observers, pruning
+
+    def _seed_outcome(self, trial, result: Result, pruning):
+        """The seed's Result, or why the trial ends here: pruned or diverged."""
+        if pruning is not None and pruning.pruned:
+            trial.set_user_attr("status", "pruned")
+            return optuna.TrialPruned(f"pruned after task {len(result.accuracy['val']) - 1}")
+        if result.status == "diverged":
+            trial.set_user_attr("status", "diverged")
+            trial.set_user_attr("diverged_at_step", result.diverged_at["step"])
+            return "diverged"
+        return result
+
+    def _raise_or_return(self, outcome):
+        if isinstance(outcome, optuna.TrialPruned):
+            raise outcome
+        # Diverged. NaN: Optuna records the trial as failed, and the sampler learns nothing
+        # false from a made-up score.
+        return [math.nan] * len(self.spec.directions)
+
+    def _finish(self, trial, results: list[Result]) -> list[float]:
         values = objective_values(self.spec, results)
         # Kept beside the score so that a study can say when its best trial learnt nothing.
         trial.set_user_attr("learned", statistics.fmean(

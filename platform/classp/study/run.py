@@ -142,6 +142,7 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
     tracking.check_experiment(spec.sequence)
     storage = open_storage(storage_url, on_stale_trial=close_stale_run(tracking))
     sequence = tuning_sequence_for(spec, methods)
+    check_population(spec, methods, sequence)
     for method in methods:  # a study that no longer fits its spec stops all before any runs
         existing_study(spec, method, storage)
     experiment_id = tracking.experiment(spec.sequence)
@@ -164,7 +165,7 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
             recorder = TrialRecorder(tracking, parent_id, objective_names(spec))
             reconcile_runs(tracking, experiment_id, study)
             ran = work_until(study, objective, storage, name, target, spec.timeout_minutes,
-                             recorder, tracking, progress, method, echo)
+                             recorder, tracking, progress, method, echo, spec.population)
             counts = trial_counts(study)
             best = best_or_none(study, spec)
             log_study_summary(tracking, parent_id, counts, best, objective_names(spec))
@@ -175,6 +176,17 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
             echo(line)
         echo(f"  MLflow parent run {parent_id}")
     return summary
+
+
+def check_population(spec: StudySpec, methods: list[str], sequence) -> None:
+    """A study whose trials run as populations: each method's run must be one they train."""
+    if spec.population == 1:
+        return
+    from classp.population import check_can_train
+
+    for method in methods:
+        config = trial_config(spec, spec.method(method), {}, spec.seeds[0], sequence.name)
+        check_can_train(config, sequence)
 
 
 def methods_and_target(spec: StudySpec, methods: list[str] | None,
@@ -206,7 +218,7 @@ def run_study_workers(spec: StudySpec, n_workers: int, methods: list[str] | None
     tracking.check()
     tracking.check_experiment(spec.sequence)
     storage = open_storage(storage_url)
-    tuning_sequence_for(spec, methods)
+    check_population(spec, methods, tuning_sequence_for(spec, methods))
     for method in methods:
         existing_study(spec, method, storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -222,7 +234,8 @@ def run_study_workers(spec: StudySpec, n_workers: int, methods: list[str] | None
     echo(f"starting {n_workers} workers sharing {redact(storage.url)}")
     summary = {}
     for method in methods:
-        codes = run_workers(spec.path, n_workers, method, target, storage.url, tracking.uri, echo)
+        codes = run_workers(spec.path, n_workers, method, target, storage.url, tracking.uri, echo,
+                            spec.population)
         failed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c != 0]
         study = optuna.load_study(study_name=spec.study_name(method), storage=storage.optuna_storage)
         counts = trial_counts(study)

@@ -77,8 +77,9 @@ def close_stale_run(tracking: Tracking):
 
 def work_until(study, objective, storage: Storage, name: str, target: int | None,
                timeout_minutes: float | None, recorder, tracking: Tracking, progress: bool,
-               label: str, echo=print) -> int:
-    """Ask, run and tell trials until the study has `target` of them (or time is up)."""
+               label: str, echo=print, population: int = 1) -> int:
+    """Ask, run and tell trials until the study has `target` of them (or time is up):
+    one at a time, or `population` at a time trained together (classp.population)."""
     deadline = time.monotonic() + timeout_minutes * 60 if timeout_minutes else None
     heartbeat = is_heartbeat_enabled(study._storage)
     bar = None
@@ -91,56 +92,100 @@ def work_until(study, objective, storage: Storage, name: str, target: int | None
     try:
         while deadline is None or time.monotonic() < deadline:
             interrupts.check()  # a Ctrl-C noted but lost between trials
-            trial = None
-            with storage.lock(name):
-                if heartbeat:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        optuna.storages.fail_stale_trials(study)
-                else:
-                    fail_trials_of_dead_workers(study, stale_trial_callback(close_stale_run(tracking)))
-                enough = target is not None and counted_trials(study) >= target
-                if not enough:
-                    with warnings.catch_warnings():
-                        # "Heartbeat ... supposed to be used with Study.optimize": this loop
-                        # is optimize's own, written out, with the heartbeat thread below.
-                        warnings.simplefilter("ignore")
-                        trial = study.ask()
-                    trial.set_user_attr(WORKER_ATTR, worker_id())
-                elif not _running(study):
-                    break
-            if trial is None:
+            trials, done = _ask(study, storage, name, target, heartbeat, population, tracking)
+            if done:
+                break
+            if not trials:
                 # Enough trials, but some still run elsewhere: if their worker died, the
                 # heartbeat (or, on one machine, the liveness check) fails them and their
                 # retry is this worker's to run.
                 time.sleep(max(1.0, heartbeat_seconds() / 2))
                 continue
-            state, values, dropped = optuna.trial.TrialState.COMPLETE, None, False
-            with get_heartbeat_thread(trial._trial_id, study._storage):
-                try:
-                    values = objective(trial)
-                except optuna.TrialPruned:
-                    state = optuna.trial.TrialState.PRUNED
-                except BaseException as exc:
-                    # Failed and retried elsewhere while this worker was stopped, the trial
-                    # can no longer take what the objective writes: not an error of its own.
-                    dropped = not isinstance(exc, KeyboardInterrupt) and _taken_over(study, trial, echo)
-                    if not dropped:
-                        frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                        _after_failure(study, frozen, exc, tracking, recorder)
-            if dropped or _taken_over(study, trial, echo):
-                continue
-            if values is not None and any(math.isnan(v) for v in values):
-                state, values = optuna.trial.TrialState.FAIL, None
-            frozen = study.tell(trial, values, state=state)
-            _record(study, frozen, tracking, recorder)
-            ran += 1
+            told = _run_and_tell(study, objective, trials, tracking, recorder, echo)
+            ran += told
             if bar is not None:
-                bar.update(1)
+                bar.update(told)
     finally:
         if bar is not None:
             bar.close()
     return ran
+
+
+def _ask(study, storage: Storage, name: str, target: int | None, heartbeat: bool,
+         population: int, tracking: Tracking) -> tuple[list, bool]:
+    """Under the workers' lock: the trials this worker runs next (at most `population`,
+    never past the target), and whether the study is done."""
+    with storage.lock(name):
+        if heartbeat:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                optuna.storages.fail_stale_trials(study)
+        else:
+            fail_trials_of_dead_workers(study, stale_trial_callback(close_stale_run(tracking)))
+        wanted = population if target is None else min(population, target - counted_trials(study))
+        if wanted <= 0:
+            return [], not _running(study)
+        trials = []
+        with warnings.catch_warnings():
+            # "Heartbeat ... supposed to be used with Study.optimize": this loop is
+            # optimize's own, written out, with the heartbeat threads below.
+            warnings.simplefilter("ignore")
+            for _ in range(wanted):
+                trial = study.ask()
+                trial.set_user_attr(WORKER_ATTR, worker_id())
+                trials.append(trial)
+        return trials, False
+
+
+def _run_and_tell(study, objective, trials: list, tracking: Tracking, recorder, echo) -> int:
+    """Run the trials (one alone, several as populations) and tell the study each one's
+    result; returns how many were told."""
+    outcomes: list = []
+    with contextlib.ExitStack() as beating:
+        for trial in trials:
+            beating.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+        try:
+            if len(trials) == 1:
+                try:
+                    outcomes = [objective(trials[0])]
+                except optuna.TrialPruned as pruned:
+                    outcomes = [pruned]
+            else:
+                outcomes = objective.run_together(trials)
+        except BaseException as exc:
+            _fail_together(study, trials, exc, tracking, recorder, echo)
+    told = 0
+    for trial, outcome in zip(trials, outcomes):
+        if _taken_over(study, trial, echo):
+            continue
+        if isinstance(outcome, optuna.TrialPruned):
+            state, values = optuna.trial.TrialState.PRUNED, None
+        elif any(math.isnan(v) for v in outcome):
+            state, values = optuna.trial.TrialState.FAIL, None
+        else:
+            state, values = optuna.trial.TrialState.COMPLETE, outcome
+        frozen = study.tell(trial, values, state=state)
+        _record(study, frozen, tracking, recorder)
+        told += 1
+    return told
+
+
+def _fail_together(study, trials: list, exc: BaseException, tracking: Tracking, recorder, echo) -> None:
+    """Trials ended by an exception: each failed (and, for a Ctrl-C or a lost tracking
+    store, queued again) as one trial would be; then the exception goes on. Failed and
+    retried elsewhere while this worker was stopped, a trial can no longer take what the
+    objective writes: not an error of its own, so it is dropped."""
+    raised = None
+    for trial in trials:
+        if not isinstance(exc, KeyboardInterrupt) and _taken_over(study, trial, echo):
+            continue
+        frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        try:
+            _after_failure(study, frozen, exc, tracking, recorder)
+        except BaseException as after:  # noqa: BLE001 - raised below, once every trial is told
+            raised = raised or after
+    if raised is not None:
+        raise raised
 
 
 def _taken_over(study, trial, echo) -> bool:
