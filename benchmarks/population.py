@@ -9,12 +9,21 @@ reported, ratios against torch's default measured in the same run):
   and the platform's own choice (classp.threads), alone and beside one busy process (a
   Python loop keeping one core busy). Each configuration runs in a fresh interpreter,
   since OpenMP reads its wait policy once, when it loads.
+* ``members``: model-steps per second of K runs trained as one population
+  (classp.population) against the same K runs trained one after another, for K = 1, 4,
+  16, 64: the quick start's digits MLP (permuted-digits, CLASSP with a different lr per
+  member) and, with ``--data-dir`` holding MNIST, the split-MNIST reference protocols'
+  2x400 MLP at batch 128 on split MNIST (a quarter of the data, one epoch per task).
 * ``quickstart``: the README's quick start (``classp study run`` then ``classp study
-  confirm`` of studies/permuted-digits.toml on a fresh home) in seconds, torch's default
-  threads against the platform's choice, alone and beside one busy process.
+  confirm`` of studies/permuted-digits.toml on a fresh home) in seconds: the code of
+  ``--baseline-ref`` (a git commit, run from an export of it; default: the last commit
+  before threads and populations) with torch's default threads, against this checkout
+  with the platform's thread choice, one trial at a time and in populations of
+  ``--population``; alone and beside one busy process.
 
-    python benchmarks/population.py [--sections threads,quickstart] [--rounds 3]
-                                    [--n-trials N]   # per method; default: the spec's
+    python benchmarks/population.py [--sections threads,members,quickstart] [--rounds 3]
+        [--n-trials N]   # quickstart: trials per method; default: the spec's
+        [--population K] [--baseline-ref REF] [--data-dir DIR]
 
 Measured, never asserted (the README and the issue notes hold the numbers).
 """
@@ -26,6 +35,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from contextlib import contextmanager
@@ -58,10 +68,26 @@ print(result.steps / result.seconds, torch.get_num_threads(), os.environ.get("OM
 """
 
 
-def clean_environment(**extra: str) -> dict[str, str]:
+BASELINE_REF = "fffbf4d"  # the last commit before the thread choice and populations
+
+
+def clean_environment(platform: Path = REPO / "platform", **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "CLASSP_THREADS"))}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "platform"), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(platform), env.get("PYTHONPATH")) if p)
     return {**env, **extra}
+
+
+@contextmanager
+def exported(ref: str):
+    """The package and the specs as they were at `ref` (git archive), in a temporary folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", ref,
+                                  "platform", "studies"], capture_output=True, check=True).stdout
+        tar_path = Path(folder) / "ref.tar"
+        tar_path.write_bytes(archive)
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(folder, filter="data")
+        yield Path(folder)
 
 
 @contextmanager
@@ -84,15 +110,19 @@ def step_rate(settings: dict[str, str]) -> tuple[float, str]:
     return float(rate), f"{threads} thread{'s' if threads != '1' else ''}, {policy}"
 
 
-def quick_start_seconds(settings: dict[str, str], n_trials: int | None) -> float:
+def quick_start_seconds(code: Path, settings: dict[str, str], n_trials: int | None,
+                        population: int | None) -> float:
+    """The quick start with the package and spec under `code` (a checkout or an export)."""
+    spec = code / "studies" / QUICK_START.name
     with tempfile.TemporaryDirectory() as home:
-        env = clean_environment(CLASSP_HOME=home, **settings)
+        env = clean_environment(code / "platform", CLASSP_HOME=home, **settings)
         command = [sys.executable, "-m", "classp.cli", "study"]
         extra = ["--n-trials", str(n_trials)] if n_trials else []
+        together = ["--population", str(population)] if population else []
         start = time.perf_counter()
-        subprocess.run(command + ["run", str(QUICK_START), "--no-progress", *extra], env=env,
-                       check=True, capture_output=True)
-        subprocess.run(command + ["confirm", str(QUICK_START)], env=env, check=True,
+        subprocess.run(command + ["run", str(spec), "--no-progress", *extra, *together],
+                       env=env, check=True, capture_output=True)
+        subprocess.run(command + ["confirm", str(spec), *together], env=env, check=True,
                        capture_output=True)
         return time.perf_counter() - start
 
@@ -116,29 +146,82 @@ def threads_section(rounds: int) -> None:
                   f"{median:>9.0f}{median / default:>11.2f}x")
 
 
-def quickstart_section(rounds: int, n_trials: int | None) -> None:
+def quickstart_section(rounds: int, n_trials: int | None, population: int, baseline_ref: str) -> None:
     trials = f"{n_trials} trials per method" if n_trials else "the spec's trials"
     print(f"\n## quickstart: `classp study run` + `classp study confirm` of {QUICK_START.name} "
           f"({trials}), seconds, median of {rounds} rounds")
-    print(f"{'beside':<20}{'setting':<28}{'seconds':>9}{'speed-up':>12}")
-    for busy in (False, True):
-        seconds: dict[str, list[float]] = {"torch's default": [], "classp's choice": []}
-        with beside(busy):
-            for _ in range(rounds):
-                for name in seconds:
-                    seconds[name].append(quick_start_seconds(THREAD_SETTINGS[name], n_trials))
-        default = statistics.median(seconds["torch's default"])
-        for name, values in seconds.items():
-            median = statistics.median(values)
-            print(f"{'one busy process' if busy else 'nothing':<20}{name:<28}{median:>9.1f}"
-                  f"{default / median:>11.2f}x")
+    print(f"{'beside':<20}{'code and setting':<52}{'seconds':>9}{'speed-up':>10}")
+    with exported(baseline_ref) as baseline:
+        variants = {
+            f"{baseline_ref}, torch's default threads": (baseline, THREAD_SETTINGS["torch's default"], None),
+            "this checkout, classp's threads, population 1": (REPO, {}, 1),
+            f"this checkout, classp's threads, population {population}": (REPO, {}, population),
+        }
+        for busy in (False, True):
+            seconds: dict[str, list[float]] = {name: [] for name in variants}
+            with beside(busy):
+                for _ in range(rounds):
+                    for name, (code, settings, size) in variants.items():
+                        seconds[name].append(quick_start_seconds(code, settings, n_trials, size))
+            baseline_seconds = statistics.median(next(iter(seconds.values())))
+            for name, values in seconds.items():
+                median = statistics.median(values)
+                print(f"{'one busy process' if busy else 'nothing':<20}{name:<52}{median:>9.1f}"
+                      f"{baseline_seconds / median:>9.2f}x", flush=True)
+
+
+MEMBER_PROBE = """
+import sys, time
+from classp.data import DataOptions, load_sequence
+from classp.engine import RunConfig, run
+from classp.population import run_population
+sequence_name, model, batch_size, subsample, data_dir, K = sys.argv[1:7]
+K, batch_size, subsample = int(K), int(batch_size), float(subsample)
+sequence = load_sequence(sequence_name, DataOptions(data_dir=data_dir or None, subsample=subsample))
+configs = [RunConfig(sequence=sequence_name, method="classp", seed=k, epochs=1, model=model,
+                     batch_size=batch_size, subsample=subsample,
+                     method_params={"rule": "algorithm", "lr": 0.01 * (1 + k % 7)}) for k in range(K)]
+run(configs[0], sequence=sequence)  # warm-up: first-call costs
+start = time.perf_counter()
+steps = sum(run(c, sequence=sequence).steps for c in configs)
+separate = time.perf_counter() - start
+start = time.perf_counter()
+together = sum(r.steps for r in run_population(configs, sequence=sequence))
+population = time.perf_counter() - start
+assert steps == together
+print(steps / separate, steps / population)
+"""
+
+
+def members_section(data_dir: str | None) -> None:
+    print("\n## members: model-steps per second, K runs as one population against the same K runs one "
+          "after another (CLASSP, a different lr per member; one epoch per task, evaluations included)")
+    print(f"{'model':<44}{'K':>4}{'separate':>10}{'population':>12}{'speed-up':>10}")
+    # (label, sequence, model, batch size, share of the data, population sizes)
+    cases = [("digits MLP 64-256-256-10, batch 32", "permuted-digits", "mlp", 32, 1.0, (1, 4, 16, 64))]
+    if data_dir:
+        cases.append(("MNIST MLP 784-400-400-10, batch 128", "split-mnist", "mlp-400", 128, 0.25,
+                      (1, 4, 16)))
+    else:
+        print("(no --data-dir: the MNIST MLP is left out)")
+    for label, sequence, model, batch_size, subsample, sizes in cases:
+        for K in sizes:
+            done = subprocess.run([sys.executable, "-c", MEMBER_PROBE, sequence, model, str(batch_size),
+                                   str(subsample), data_dir or "", str(K)], capture_output=True,
+                                  text=True, env=clean_environment(), check=True)
+            separate, together = map(float, done.stdout.split())
+            print(f"{label:<44}{K:>4}{separate:>10.0f}{together:>12.0f}{together / separate:>9.2f}x",
+                  flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default="threads,quickstart")
+    parser.add_argument("--sections", default="threads,members,quickstart")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--n-trials", type=int, default=None, help="quickstart: trials per method")
+    parser.add_argument("--population", type=int, default=8, help="quickstart: population size")
+    parser.add_argument("--baseline-ref", default=BASELINE_REF, help="quickstart: the code before")
+    parser.add_argument("--data-dir", default=None, help="members: a folder holding MNIST")
     args = parser.parse_args()
     import torch
 
@@ -146,8 +229,10 @@ def main() -> None:
     sections = args.sections.split(",")
     if "threads" in sections:
         threads_section(args.rounds)
+    if "members" in sections:
+        members_section(args.data_dir)
     if "quickstart" in sections:
-        quickstart_section(args.rounds, args.n_trials)
+        quickstart_section(args.rounds, args.n_trials, args.population, args.baseline_ref)
 
 
 if __name__ == "__main__":

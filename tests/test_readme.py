@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from classp.stats import t_interval_of
+from classp.threads import choose as choose_threads
 from support import REPO, run_classp
 
 README = REPO / "README.md"
@@ -46,15 +47,17 @@ MACHINE_LINE = re.compile(r"The block above was printed on `([^`]+)`")
 
 
 def this_machine() -> str:
-    """The CPU model, its architecture and the vector instructions torch uses, and torch's
-    version: what decides the rounding of a CPU training run."""
+    """The CPU model, its architecture and the vector instructions torch uses, torch's
+    version and the threads the quick start trains with: what decides the rounding of a
+    CPU training run."""
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         names = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
         model = names[0].strip() if names else model
+    threads = choose_threads(busy=0.0).threads  # as `classp study run` chooses them
     return (f"{model} ({platform.machine()}, {torch.backends.cpu.get_cpu_capability()}), "
-            f"torch {torch.__version__}")
+            f"torch {torch.__version__}, {threads} thread{'s' if threads > 1 else ''}")
 
 
 # Any number, p-values in exponent form too ("p=2.5e-05" here may print "p=0.0001" there).

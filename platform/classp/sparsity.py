@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from classp.colours import colour
 from classp.optim import CLASSP
 
 
@@ -75,56 +74,3 @@ def update_histogram(counts: Tensor, steps: int, bins: int = 20) -> dict:
     hist = torch.bincount(index, minlength=n_bins)[:n_bins]
     return {"edges": edges.tolist(), "counts": hist.tolist(), "numel": int(values.numel()),
             "steps": steps}
-
-
-def histogram_figure(histograms: list[dict], title: str, max_panels: int = 8):
-    """One small matplotlib figure: a panel per parameter tensor (the first `max_panels`),
-    a histogram outline per task. Logged per trial as a PNG of some tens of KB that the MLflow UI
-    shows inline, offline (a Plotly page would carry 4.8 MB of plotly.js per trial).
-
-    `histograms` is what the tracker logs: [{"task", "task_name", "steps", "params":
-    {name: update_histogram(...)}}]. The x axis is the fraction of the task's steps in
-    which a weight was updated, so tasks of different lengths share one axis.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
-    from matplotlib.figure import Figure
-
-    names = list(histograms[0]["params"]) if histograms else []
-    shown = names[:max_panels]
-    cols = min(2, max(1, len(shown)))
-    rows = max(1, -(-len(shown) // cols))
-    height = 2.3 * rows + 0.9
-    fig = Figure(figsize=(4.2 * cols, height), dpi=60)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    # One outline per task (`stairs`: one artist, where bars were twenty), and fixed
-    # margins instead of tight_layout: together the figure costs a tenth of the time, and
-    # a trial's tracking is host time that a GPU study waits for.
-    fig.subplots_adjust(left=0.1 if cols == 2 else 0.16, right=0.98, wspace=0.25,
-                        hspace=0.55, top=1 - 0.55 / height, bottom=0.85 / height)
-    for i, name in enumerate(shown):
-        ax = axes[i // cols][i % cols]
-        for t, task in enumerate(histograms):
-            h = task["params"][name]
-            steps = h["steps"]
-            share = [c / h["numel"] for c in h["counts"]]
-            ax.stairs(share, [e / steps for e in h["edges"]], color=colour(t), linewidth=1.4,
-                      label=f"task {task['task']}: {task['task_name']}" if i == 0 else None)
-        # A text, not set_title (which re-measures the axes at every draw), and few ticks:
-        # text is most of what drawing this figure costs.
-        ax.text(0.5, 1.03, name, transform=ax.transAxes, ha="center", fontsize=8)
-        ax.set_xlim(-0.05, 1.05)
-        ax.locator_params(nbins=4)
-        ax.tick_params(labelsize=7)
-        if i % cols == 0:
-            ax.set_ylabel("share of weights", fontsize=7)
-        if i // cols == rows - 1:
-            ax.set_xlabel("share of the task's steps that moved it", fontsize=7)
-    for j in range(len(shown), rows * cols):
-        axes[j // cols][j % cols].set_visible(False)
-    more = f" (first {len(shown)} of {len(names)} tensors; all in the JSON)" if len(names) > len(shown) else ""
-    fig.suptitle(title + more, fontsize=9)
-    if shown:
-        fig.legend(loc="lower center", ncol=min(5, len(histograms)), fontsize=7, frameon=False)
-    return fig

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -366,11 +367,14 @@ class RunLogger:
             self.client.log_dict(self.run_id, {"method": result.config.method,
                                                "tasks": self.histograms},
                                  f"{self.prefix}sparsity/update_histograms.json")
-            from classp.sparsity import histogram_figure
+            from classp.sparsity_figure import histogram_png
 
-            figure = histogram_figure(self.histograms, title=f"{result.config.method}: "
-                                      f"per-weight update counts per task")
-            self.client.log_figure(self.run_id, figure, f"{self.prefix}sparsity/update_histograms.png")
+            png = histogram_png(self.histograms, title=f"{result.config.method}: "
+                                f"per-weight update counts per task")
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "update_histograms.png"
+                path.write_bytes(png)
+                self.client.log_artifact(self.run_id, str(path), f"{self.prefix}sparsity")
 
 
 def _param_text(value: Any) -> str:
