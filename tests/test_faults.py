@@ -367,12 +367,12 @@ def test_sigterm_and_sighup_mid_study_end_every_run_as_ctrl_c_does(tmp_path, sig
 def test_sigterm_to_a_workers_parent_reaches_its_workers(tmp_path):
     process, home = _long_study(tmp_path, "--n-trials", "6", "--workers", "2")
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
+    out, stderr = process.communicate(timeout=120)
     assert process.returncode == 143 and "Traceback" not in stderr, stderr
     assert stderr.strip().splitlines()[-1] == "classp: interrupted by SIGTERM"
     time.sleep(3)  # a worker still running would start its next trial now
     states = dict(_runs(home))
-    assert "RUNNING" not in states.values(), states
+    assert "RUNNING" not in states.values(), (states, out, stderr)
     trials = _trials(home, "tiny.sgd")
     assert not any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
     assert len(trials) <= 2  # no worker went on to start new trials

@@ -34,7 +34,15 @@ from classp.paths import read_output
 from classp.population import check_can_train
 from classp.seed_runs import tracked_seed_runs
 from classp.tomlfile import Table, read_spec
-from classp.tracking import TAG_KIND, TAG_METHOD, TAG_RULE, TAG_SEQUENCE, Tracking
+from classp.tracking import (
+    TAG_KIND,
+    TAG_METHOD,
+    TAG_ROW,
+    TAG_RULE,
+    TAG_SEQUENCE,
+    TAG_STUDY,
+    Tracking,
+)
 
 RULES_COMPARED = ("reference-code", "algorithm")
 
@@ -207,8 +215,8 @@ def reproduce(spec: ReproduceSpec, seeds: int | None = None, subsample: float = 
                 params = {**row.params, **({"rule": rule} if rule else {})}
                 def describe(seed: int, i=i, row=row, rule=rule, params=params):
                     return (f"row{i + 1}-{rule or row.method}-seed{seed}",
-                            {TAG_KIND: "reproduce", "classp.study": spec.name, TAG_METHOD: row.method,
-                             TAG_SEQUENCE: spec.sequence, TAG_RULE: rule or "-", "classp.row": row.label},
+                            {TAG_KIND: "reproduce", TAG_STUDY: spec.name, TAG_METHOD: row.method,
+                             TAG_SEQUENCE: spec.sequence, TAG_RULE: rule or "-", TAG_ROW: row.label},
                             RunConfig(sequence=spec.sequence, method=row.method, method_params=params,
                                       seed=seed, device=device, eval_splits=("test",), eval_train=True,
                                       subsample=subsample, track_updates=True, protocol=spec.protocol),

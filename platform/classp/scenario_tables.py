@@ -33,7 +33,15 @@ from classp.reproduce import check_population_size, row_method, row_tables
 from classp.scenarios import SCENARIOS
 from classp.seed_runs import tracked_seed_runs
 from classp.tomlfile import Table
-from classp.tracking import TAG_KIND, TAG_METHOD, TAG_SEQUENCE, Tracking
+from classp.tracking import (
+    TAG_KIND,
+    TAG_METHOD,
+    TAG_ROW,
+    TAG_SCENARIO,
+    TAG_SEQUENCE,
+    TAG_STUDY,
+    Tracking,
+)
 
 
 @dataclass(frozen=True)
@@ -174,9 +182,9 @@ def reproduce_scenarios(spec: ScenarioTableSpec, seeds: int | None = None, subsa
                 cell = cells.setdefault((i, scenario), Cell())
                 def describe(seed: int, i=i, row=row, scenario=scenario):
                     return (f"row{i + 1}-{row.method}-{scenario}-seed{seed}",
-                            {TAG_KIND: "reproduce", "classp.study": spec.name, TAG_METHOD: row.method,
-                             TAG_SEQUENCE: spec.sequence, "classp.row": row.label,
-                             "classp.scenario": scenario},
+                            {TAG_KIND: "reproduce", TAG_STUDY: spec.name, TAG_METHOD: row.method,
+                             TAG_SEQUENCE: spec.sequence, TAG_ROW: row.label,
+                             TAG_SCENARIO: scenario},
                             RunConfig(sequence=spec.sequence, method=row.method,
                                       method_params=row.params_for(scenario), seed=seed,
                                       device=device, eval_splits=("test",), subsample=subsample,

@@ -34,6 +34,12 @@ TAG_RULE = "classp.rule"
 TAG_TRIAL = "classp.trial"
 TAG_STATE = "classp.state"  # finished, failed, pruned, diverged
 TAG_VERSION = "classp.code_version"
+TAG_ROW = "classp.row"  # a reproduce run: the row of its table
+TAG_SCENARIO = "classp.scenario"  # a reproduce run of a field's table: its scenario
+TAG_BEST_TRIAL = "classp.best_trial"  # on a study's parent, and on each confirmation run
+TAG_BEST_PARAMS = "classp.best_params"
+TAG_FAILURE = "classp.failure"  # why a run failed when no exception says it
+TAG_DASHBOARD = "classp.dashboard"
 TAG_REDUCES_TO = "classp.reduces_to"  # on a study's parent: the method its chosen settings are
 
 EXPERIMENT_KIND = "mlflow.experimentKind"

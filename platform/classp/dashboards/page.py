@@ -14,7 +14,7 @@ from classp.dashboards.runs import ExperimentRuns, load_experiment
 from classp.dashboards.spec import PANELS as PANEL_NAMES
 from classp.dashboards.spec import DashboardSpec
 from classp.paths import output_file
-from classp.tracking import TAG_KIND, Tracking
+from classp.tracking import TAG_DASHBOARD, TAG_KIND, Tracking
 
 DASHBOARD_EXPERIMENT = "classp-dashboards"
 
@@ -145,7 +145,7 @@ def build_dashboard(spec: DashboardSpec, tracking_uri: str | None = None,
     if log_to_mlflow:
         experiment_id = tracking.experiment(DASHBOARD_EXPERIMENT)
         run = tracking.client.create_run(experiment_id, run_name=spec.name, tags={
-            TAG_KIND: "dashboard", "classp.dashboard": spec.name})
+            TAG_KIND: "dashboard", TAG_DASHBOARD: spec.name})
         with tracking.ending_on_error(run.info.run_id):
             tracking.client.log_artifact(run.info.run_id, str(out))
         tracking.client.set_terminated(run.info.run_id, "FINISHED")

@@ -20,6 +20,7 @@ from classp.study.space import check_search_space
 from classp.study.storage import open_storage
 from classp.study.summary import best_params, chosen_settings
 from classp.tracking import (
+    TAG_BEST_TRIAL,
     TAG_KIND,
     TAG_METHOD,
     TAG_REDUCES_TO,
@@ -84,7 +85,7 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
         def describe(seed: int, m=m, params=params, name=name, best=best):
             return (f"{m} confirm seed {seed}",
                     {TAG_KIND: "confirm", TAG_STUDY: name, TAG_METHOD: m, TAG_SEQUENCE: spec.sequence,
-                     TAG_RULE: str(params.get("rule", "-")), "classp.best_trial": str(best.number)},
+                     TAG_RULE: str(params.get("rule", "-")), TAG_BEST_TRIAL: str(best.number)},
                     trial_config(spec, spec.method(m), params, seed),
                     {"study": name, "best_trial": best.number, "confirm_seed": seed,
                      "tuning_protocol": spec.tuning.key, "reported_tasks": ",".join(tasks)})

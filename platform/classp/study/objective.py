@@ -10,7 +10,7 @@ import statistics
 
 import optuna
 
-from classp import metrics
+from classp import interrupts, metrics
 from classp.chance import chance_levels
 from classp.engine import Result, RunConfig, StopRun, run
 from classp.population import run_population
@@ -121,11 +121,15 @@ class Objective:
         method_params = {**self.method.fixed, **params}
         # Named so that the MLflow runs list reads without opening a run.
         run_name = f"{self.method.name} trial {trial.number}"
-        run_id = self.tracking.child_run(self.experiment_id, self.parent_id, run_name, {
-            TAG_KIND: "trial", TAG_STUDY: self.spec.study_name(self.method.name),
-            TAG_METHOD: self.method.name, TAG_SEQUENCE: self.spec.sequence,
-            TAG_TRIAL: str(trial.number), TAG_RULE: str(method_params.get("rule", "-"))})
-        trial.set_user_attr("mlflow_run_id", run_id)
+        # A Ctrl-C that lands between the run's creation and the trial's note of it would
+        # leave a run nobody ends: it waits until both are written.
+        with interrupts.deferred():
+            run_id = self.tracking.child_run(self.experiment_id, self.parent_id, run_name, {
+                TAG_KIND: "trial", TAG_STUDY: self.spec.study_name(self.method.name),
+                TAG_METHOD: self.method.name, TAG_SEQUENCE: self.spec.sequence,
+                TAG_TRIAL: str(trial.number), TAG_RULE: str(method_params.get("rule", "-"))})
+            trial.set_user_attr("mlflow_run_id", run_id)
+        interrupts.check()
         return trial, params, run_id
 
     def _seed_run(self, started: tuple, i: int, seed: int):

@@ -9,6 +9,7 @@ from typing import Any
 
 import optuna
 
+from classp import interrupts
 from classp.engine import RunConfig, check_with_data, data_options
 from classp.errors import UserError
 from classp.specs import StudySpec
@@ -152,11 +153,13 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
     for method in methods:
         study = open_study(spec, method, storage)
         name = spec.study_name(method)
-        parent_id = tracking.parent_run(experiment_id, name, {
-            TAG_METHOD: method, TAG_SEQUENCE: spec.sequence, "mlflow.note.content":
-            f"Optuna study {name} ({spec.path.name}); one child run per trial."})
-        tracking.reopen(parent_id)
+        with interrupts.deferred():  # a Ctrl-C here: once the run is in the hands below
+            parent_id = tracking.parent_run(experiment_id, name, {
+                TAG_METHOD: method, TAG_SEQUENCE: spec.sequence, "mlflow.note.content":
+                f"Optuna study {name} ({spec.path.name}); one child run per trial."})
+            tracking.reopen(parent_id)
         with tracking.ending_on_error(parent_id):
+            interrupts.check()
             if not _has_param(tracking, parent_id, "storage"):
                 tracking.client.log_param(parent_id, "storage", redact(storage.url))
             log_tuning(tracking, parent_id, spec)

@@ -12,6 +12,8 @@ from classp.errors import UserError
 from classp.methods.classp import reduction
 from classp.specs import FloatRange, StudySpec
 from classp.tracking import (
+    TAG_BEST_PARAMS,
+    TAG_BEST_TRIAL,
     Tracking,
 )
 
@@ -110,8 +112,8 @@ def log_study_summary(tracking: Tracking, parent_id: str, counts: dict[str, int]
         params, trial = best
         for n, v in zip(names, trial.values):
             client.log_metric(parent_id, f"best.{n}", v)
-        client.set_tag(parent_id, "classp.best_trial", str(trial.number))
-        client.set_tag(parent_id, "classp.best_params", _param_text(params))
+        client.set_tag(parent_id, TAG_BEST_TRIAL, str(trial.number))
+        client.set_tag(parent_id, TAG_BEST_PARAMS, _param_text(params))
 
 
 def best_params(study, spec: StudySpec) -> tuple[dict, Any]:

@@ -32,6 +32,7 @@ from classp.study.storage import (
     worker_id,
 )
 from classp.tracking import (
+    TAG_FAILURE,
     TAG_KIND,
     TAG_STUDY,
     Tracking,
@@ -70,7 +71,7 @@ def close_stale_run(tracking: Tracking):
         if run_id:
             with contextlib.suppress(Exception):
                 tracking.finish(run_id, "failed")
-                tracking.client.set_tag(run_id, "classp.failure", "worker stopped (heartbeat lost)")
+                tracking.client.set_tag(run_id, TAG_FAILURE, "worker stopped (heartbeat lost)")
 
     return close
 
