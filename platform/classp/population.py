@@ -134,7 +134,7 @@ def run_population(configs: list[RunConfig], observers: list[list[Observer]] | N
     members = [_build_member(c, o, layout) for c, o in zip(configs, observers)]
     if len({m.method.joint for m in members}) > 1:
         raise UserError("joint training and sequential methods cannot share a population")
-    sequence = _member_sequence(layout, members)
+    sequence = layout.sequence  # MLPs only (check_can_train): no channels-last copy
     stacked = _stack(members)
     forward = _batched_forward(members[0].model, stacked)
     for m in members:
@@ -206,13 +206,6 @@ def _build_member(config: RunConfig, observers, layout: Layout) -> _Member:
     updates = UpdateCounter(model.named_parameters(), optimizer) if config.track_updates else None
     shuffler = torch.Generator(device="cpu").manual_seed(config.seed)
     return _Member(config, method, model, heads, optimizer, updates, shuffler, list(observers))
-
-
-def _member_sequence(layout: Layout, members: list[_Member]) -> TaskSequence:
-    """The sequence as the members' models read it (channels last for convolutions)."""
-    from classp.engine import _channels_last, _has_convolutions
-
-    return _channels_last(layout.sequence) if _has_convolutions(members[0].model) else layout.sequence
 
 
 def _active(members: list[_Member]) -> list[_Member]:
@@ -320,7 +313,8 @@ class _Sums:
         self.seen += y.shape[-1]
 
     def read_and_reset(self) -> tuple[list[float], list[float], list[int], int]:
-        loss, correct, bad = self.loss.tolist(), self.correct.tolist(), self.first_bad_step.tolist()
+        loss, correct, bad = torch.stack([self.loss, self.correct, self.first_bad_step.to(self.loss.dtype)]).tolist()
+        bad = [int(b) for b in bad]  # one host read for the whole window
         seen, self.seen = self.seen, 0
         self.loss.zero_()
         self.correct.zero_()

@@ -15,7 +15,7 @@ from classp.errors import UserError
 from classp.seed_runs import tracked_seed_runs
 from classp.specs import StudySpec
 from classp.study.objective import objective_names, trial_config
-from classp.study.run import check_population, load_sequence_for, log_tuning
+from classp.study.run import check_spec_population, load_sequence_for, log_tuning
 from classp.study.space import check_search_space
 from classp.study.storage import open_storage
 from classp.study.summary import best_params, chosen_settings
@@ -67,7 +67,7 @@ def confirm(spec: StudySpec, methods: list[str] | None = None, storage_url: str 
     reductions = {m: what for m in methods
                   if (what := chosen_settings(m, *chosen[m])) is not None}
     sequence = load_sequence_for(spec, methods)
-    check_population(spec, methods, sequence)
+    check_spec_population(spec, methods, sequence)
     first = spec.tuning.first_reported  # first-tasks: the tuning tasks are not reported
     all_tasks = [t.name for t in sequence.tasks]
     tasks = all_tasks[first:]

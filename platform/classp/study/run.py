@@ -143,7 +143,7 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
     tracking.check_experiment(spec.sequence)
     storage = open_storage(storage_url, on_stale_trial=close_stale_run(tracking))
     sequence = tuning_sequence_for(spec, methods)
-    check_population(spec, methods, sequence)
+    check_spec_population(spec, methods, sequence)
     for method in methods:  # a study that no longer fits its spec stops all before any runs
         existing_study(spec, method, storage)
     experiment_id = tracking.experiment(spec.sequence)
@@ -181,7 +181,7 @@ def run_study(spec: StudySpec, methods: list[str] | None = None, n_trials: int |
     return summary
 
 
-def check_population(spec: StudySpec, methods: list[str], sequence) -> None:
+def check_spec_population(spec: StudySpec, methods: list[str], sequence) -> None:
     """A study whose trials run as populations: each method's run must be one they train."""
     if spec.population == 1:
         return
@@ -221,7 +221,7 @@ def run_study_workers(spec: StudySpec, n_workers: int, methods: list[str] | None
     tracking.check()
     tracking.check_experiment(spec.sequence)
     storage = open_storage(storage_url)
-    check_population(spec, methods, tuning_sequence_for(spec, methods))
+    check_spec_population(spec, methods, tuning_sequence_for(spec, methods))
     for method in methods:
         existing_study(spec, method, storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
