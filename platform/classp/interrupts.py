@@ -12,6 +12,11 @@ notes the request, and training (where most time goes, and most of those callbac
 only notes it: `check()`, called at every step and between trials, raises it at a point
 where it cannot be lost.
 
+Nor inside a call to the tracking store (`uninterrupted`): a KeyboardInterrupt in the middle
+of an SQLite write leaves the connection holding the database's lock, and every write after
+it (the runs ended KILLED) fails with "database is locked". It is raised once the call
+returns.
+
 Nor is it raised inside an import. torch, numpy and scipy initialise native extensions
 that call back into Python; a KeyboardInterrupt there leaves them half-made (numpy then
 refuses to load again, or the interpreter aborts), and CPython 3.11 remembers it and ends
@@ -23,6 +28,7 @@ outside one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -142,3 +148,33 @@ def deferred():
         yield
     finally:
         _deferring -= 1
+
+
+def raise_if_noted() -> None:
+    """Raise a request noted while deferred, unless it has been raised already: after a
+    call made while the command is cleaning up, raising it again would cut the cleanup
+    short."""
+    if _requested and not _raised:
+        _raise()
+
+
+class Uninterrupted:
+    """An object whose every method call runs to its end before a Ctrl-C is raised (the
+    MLflow client: see the module's docstring)."""
+
+    def __init__(self, target):
+        self._target = target
+
+    def __getattr__(self, name: str):
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def call(*args, **kwargs):
+            with deferred():
+                result = value(*args, **kwargs)
+            raise_if_noted()
+            return result
+
+        return call

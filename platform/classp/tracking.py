@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from classp import interrupts
 from classp.errors import DiskFull, UserError, first_line, is_disk_full
 from classp.paths import ensure_home, file_lock, home, writable_folder
 
@@ -150,7 +151,7 @@ class Tracking:
         with creating:
             fresh = db is not None and not db.exists()
             try:
-                self.client = MlflowClient(tracking_uri=self.uri)
+                self.client = interrupts.Uninterrupted(MlflowClient(tracking_uri=self.uri))
                 if _is_local_default(self.uri):
                     self.client.search_experiments(max_results=1)  # creates the tables
             except Exception as exc:  # an unreadable SQLite file fails here, on opening
