@@ -25,6 +25,9 @@ from classp.threads import choose as choose_threads
 from support import REPO, run_classp
 
 README = REPO / "README.md"
+# The README and the pages it sends readers on to: a checked block may live in any of them.
+DOCUMENTS = [README, *sorted((REPO / "docs").glob("*.md"))]
+README_LINE_LIMIT = 250  # a newcomer reads it in five minutes
 MARKER = "<!-- output of the quick start's confirm, checked by tests/test_readme.py -->"
 STUDY_MARKER = "<!-- lines of the quick start's study run, checked by tests/test_readme.py -->"
 SPEC = "studies/permuted-digits.toml"
@@ -41,6 +44,23 @@ def readme_block(text: str, marker: str = MARKER) -> str:
     start = text.index(marker)
     fence = re.compile(r"```text\n(.*?)\n```", re.S)
     return fence.search(text, start).group(1)
+
+
+def holding(marker: str) -> Path:
+    """The one document that holds `marker`'s block."""
+    found = [path for path in DOCUMENTS if marker in path.read_text()]
+    assert len(found) == 1, f"{marker} is in {len(found)} documents: {found}"
+    return found[0]
+
+
+def block(marker: str) -> str:
+    return readme_block(holding(marker).read_text(), marker)
+
+
+def replace_block(marker: str, new: str) -> None:
+    path = holding(marker)
+    text = path.read_text()
+    path.write_text(text.replace(readme_block(text, marker), new, 1))
 
 
 MACHINE_LINE = re.compile(r"The block above was printed on `([^`]+)`")
@@ -121,7 +141,7 @@ def test_the_quick_start_prints_what_the_readme_shows(tmp_path):
     assert largest < PER_TRIAL_LIMIT and total < TOTAL_LIMIT, (largest, total)
     text = README.read_text()
     assert any(line.startswith("verdict: ") for line in confirm.splitlines())  # it gives verdicts
-    sample = readme_block(text, STUDY_MARKER).splitlines()  # a sample of the study's lines
+    sample = block(STUDY_MARKER).splitlines()  # a sample of the study's lines
     if MACHINE_LINE.search(text).group(1) == this_machine():
         assert confirm == readme_block(text), (
             "the README's quick-start output is stale; run `python tests/test_readme.py --update`")
@@ -158,15 +178,14 @@ def test_the_reproduced_tables_are_what_the_kept_outputs_give():
     # tables and their paired comparisons are rebuilt from their kept outputs by the
     # current code and must match the README.
     assert len(TABLE1_LOGS) == 6 and len(SIXTH_LOGS) == 2
-    text = README.read_text()
-    assert table1_from_logs() == readme_block(text, TABLE1_MARKER), (
-        "the README's Table 1 is stale; run `python tests/test_readme.py --update`")
-    assert table1_from_logs(SIXTH_LOGS) == readme_block(text, SIXTH_MARKER), (
-        "the README's 1/6-scale Table 1 is stale; run `python tests/test_readme.py --update`")
+    assert table1_from_logs() == block(TABLE1_MARKER), (
+        "the shown Table 1 is stale; run `python tests/test_readme.py --update --tables-only`")
+    assert table1_from_logs(SIXTH_LOGS) == block(SIXTH_MARKER), (
+        "the shown 1/6-scale Table 1 is stale; run `python tests/test_readme.py --update --tables-only`")
     assert len(HSU_LOGS) == 3
     hsu = table1_from_logs(HSU_LOGS, HSU_SPEC)
-    assert hsu == readme_block(text, HSU_MARKER), (
-        "the README's Hsu et al. table is stale; run `python tests/test_readme.py --update`")
+    assert hsu == block(HSU_MARKER), (
+        "the shown Hsu et al. table is stale; run `python tests/test_readme.py --update --tables-only`")
     assert "10 seed(s) (0 to 9)" in hsu and hsu.count(" ± ") >= 2 * 27  # every cell, n = 10
 
 
@@ -176,13 +195,12 @@ ROWS_MARKER = re.compile(r"<!-- rows of (\S+), checked by tests/test_readme.py -
 def test_benchmark_rows_in_the_readme_are_lines_of_their_kept_outputs():
     """A benchmark's numbers are measured on a quiet machine, not in CI; the README shows
     lines of the output it kept, unedited."""
-    text = README.read_text()
-    found = list(ROWS_MARKER.finditer(text))
-    assert found
-    for match in found:
+    found = [(path, match) for path in DOCUMENTS for match in ROWS_MARKER.finditer(path.read_text())]
+    assert len(found) >= 4
+    for path, match in found:
         kept = (REPO / match.group(1)).read_text().splitlines()
-        for line in readme_block(text, match.group(0)).splitlines():
-            assert line in kept, f"{line!r} is not in {match.group(1)}"
+        for line in readme_block(path.read_text(), match.group(0)).splitlines():
+            assert line in kept, f"{path.name}: {line!r} is not in {match.group(1)}"
 
 
 KEPT_MARKER = re.compile(r"<!-- output kept in (\S+), checked by tests/test_readme.py -->")
@@ -196,13 +214,12 @@ def test_kept_confirm_outputs_are_shown_whole_and_printed_by_todays_confirm():
     """Studies too long for CI (the field's benchmarks, the tuning protocols): the README
     shows the whole of what `classp study confirm` printed, kept under benchmarks/results/;
     each kept output opens as today's confirm does (the tuning protocol, then the table)."""
-    text = README.read_text()
-    found = list(KEPT_MARKER.finditer(text))
+    found = [(path, match) for path in DOCUMENTS for match in KEPT_MARKER.finditer(path.read_text())]
     assert len(found) >= 7
-    for match in found:
+    for path, match in found:
         kept = kept_output(match.group(1))
-        assert readme_block(text, match.group(0)) == kept, (
-            f"the README's block for {match.group(1)} is stale; run "
+        assert readme_block(path.read_text(), match.group(0)) == kept, (
+            f"{path.name}'s block for {match.group(1)} is stale; run "
             f"`python tests/test_readme.py --update --tables-only`")
         lines = kept.splitlines()
         assert lines[0].startswith("hyperparameters chosen by the ") and "tuning protocol" in lines[0]
@@ -210,13 +227,44 @@ def test_kept_confirm_outputs_are_shown_whole_and_printed_by_todays_confirm():
         assert any(line.startswith("best baseline: ") for line in lines)
 
 
+def test_the_readme_is_short_enough_to_read_in_five_minutes():
+    lines = len(README.read_text().splitlines())
+    assert lines < README_LINE_LIMIT, f"the README has {lines} lines; move details to docs/"
+
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def headings(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)  # a '#' in code is no heading
+    return {anchor(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+def test_every_link_between_the_readme_and_docs_leads_somewhere():
+    """Pages moved out of the README: a link to a page or a heading that is not there fails."""
+    for path in DOCUMENTS:
+        for target in LINK.findall(path.read_text()):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            file, _, section = target.partition("#")
+            linked = (path.parent / file).resolve() if file else path
+            assert linked.exists(), f"{path.name} links to {target}, which does not exist"
+            if section and linked.suffix == ".md":
+                assert section in headings(linked), f"{path.name} links to {target}: no such heading"
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["--update"]:
-    text = README.read_text()
-    for match in KEPT_MARKER.finditer(text):
-        text = text.replace(readme_block(text, match.group(0)), kept_output(match.group(1)), 1)
-    text = text.replace(readme_block(text, TABLE1_MARKER), table1_from_logs(), 1)
-    text = text.replace(readme_block(text, SIXTH_MARKER), table1_from_logs(SIXTH_LOGS), 1)
-    README.write_text(text.replace(readme_block(text, HSU_MARKER), table1_from_logs(HSU_LOGS, HSU_SPEC), 1))
+    for path in DOCUMENTS:
+        for match in KEPT_MARKER.finditer(path.read_text()):
+            replace_block(match.group(0), kept_output(match.group(1)))
+    replace_block(TABLE1_MARKER, table1_from_logs())
+    replace_block(SIXTH_MARKER, table1_from_logs(SIXTH_LOGS))
+    replace_block(HSU_MARKER, table1_from_logs(HSU_LOGS, HSU_SPEC))
     if sys.argv[2:] == ["--tables-only"]:
         sys.exit(0)
     with tempfile.TemporaryDirectory() as folder:
@@ -224,15 +272,13 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--update"]:
         largest, runs, total = footprint(Path(folder) / "home")
     print(f"quick start: {runs} runs, the largest with {largest / 1024:.0f} KB of artifacts; "
           f"{total / 2**20:.1f} MB in all")
-    text = README.read_text()
-    text = text.replace(readme_block(text), new, 1)
-    text = MACHINE_LINE.sub(f"The block above was printed on `{this_machine()}`", text, 1)
+    replace_block(MARKER, new)
+    README.write_text(MACHINE_LINE.sub(f"The block above was printed on `{this_machine()}`",
+                                       README.read_text(), 1))
     # the study sample: the block of the method named on its first line, as printed now
-    old_sample = readme_block(text, STUDY_MARKER)
-    method = old_sample.split(":", 1)[0]
+    method = block(STUDY_MARKER).split(":", 1)[0]
     lines = study.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith(method + ":"))
     end = next((i for i in range(first + 1, len(lines)) if not lines[i].startswith("  ")), len(lines))
-    sample = "\n".join(line for line in lines[first:end] if "MLflow parent run" not in line)
-    README.write_text(text.replace(old_sample, sample, 1))
+    replace_block(STUDY_MARKER, "\n".join(line for line in lines[first:end] if "MLflow parent run" not in line))
     print(study, new, sep="\n")
