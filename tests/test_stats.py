@@ -98,3 +98,37 @@ def test_a_published_std_over_n_becomes_a_sample_std():
     runs = [1.0, 2.0, 4.0, 7.0, 1.0, 2.0, 4.0, 7.0, 3.0, 9.0]
     assert HSU2018_SPLIT_MNIST.runs == len(runs) and HSU2018_SPLIT_MNIST.std_ddof == 0
     assert HSU2018_SPLIT_MNIST.sample_std(float(np.std(runs))) == pytest.approx(np.std(runs, ddof=1))
+
+
+# The arithmetic is scipy's: our wrappers give exactly what scipy.stats gives on fixed data.
+ACCURACIES = [75.10, 80.45, 63.45, 87.80, 70.31, 91.20, 66.52]
+OTHERS = [63.45, 75.77, 60.67, 85.29, 70.36, 84.74, 55.88]
+
+
+def test_the_bootstrap_is_scipy_s_percentile_bootstrap_of_the_mean():
+    from scipy import stats as scipy_stats
+
+    found = scipy_stats.bootstrap((np.array(ACCURACIES),), np.mean, n_resamples=10_000,
+                                  method="percentile", confidence_level=0.95,
+                                  rng=np.random.default_rng(0), vectorized=True)
+    assert stats.bootstrap_interval(ACCURACIES) == (found.confidence_interval.low,
+                                                    found.confidence_interval.high)
+    assert stats.bootstrap_interval([4.0, 4.0, 4.0]) == (4.0, 4.0)  # no spread, no warning
+
+
+def test_the_t_interval_is_scipy_s_one_sample_t_test_interval():
+    from scipy import stats as scipy_stats
+
+    low, high = scipy_stats.ttest_1samp(ACCURACIES, 0.0).confidence_interval(0.95)
+    assert stats.t_interval(ACCURACIES) == pytest.approx((low, high), rel=1e-12)
+
+
+def test_the_paired_difference_is_scipy_s_paired_t_test():
+    from scipy import stats as scipy_stats
+
+    test = scipy_stats.ttest_rel(ACCURACIES, OTHERS)
+    paired = stats.paired_difference(dict(enumerate(ACCURACIES)), dict(enumerate(OTHERS)))
+    low, high = test.confidence_interval(0.95)
+    assert (paired.difference.low, paired.difference.high) == (low, high)
+    assert paired.p_value == test.pvalue
+    assert paired.difference.mean == pytest.approx(np.mean(np.subtract(ACCURACIES, OTHERS)))

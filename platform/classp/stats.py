@@ -1,5 +1,9 @@
 """One home for the statistics the platform prints: mean, spread, intervals, paired tests.
 
+The arithmetic is scipy.stats' (the t quantiles and intervals, the percentile bootstrap,
+the paired t-test); what is ours is the policy: which interval an accuracy gets, what is
+paired with what, how many seeds a verdict needs, and the sentence it is said in.
+
 Every mean this platform shows carries what its spread is and over how many seeds:
 `Summary.text()` reads "91.05 ± 1.94 (mean ± std, n=10; 95% CI [89.66, 92.44])".
 
@@ -17,6 +21,7 @@ With n = 1 there is no spread and no interval: they are NaN and the text says so
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -86,22 +91,25 @@ def t_interval_of(mean: float, std: float, n: int,
     sem = std / math.sqrt(n)
     if sem == 0.0:
         return mean, mean
-    q = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1))
-    return mean - q * sem, mean + q * sem
+    low, high = stats.t.interval(confidence, df=n - 1, loc=mean, scale=sem)
+    return float(low), float(high)
 
 
 def bootstrap_interval(values: Sequence[float], confidence: float = CONFIDENCE,
                        resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean. Seeded, so the same values always give the
-    same interval; it lies within [min, max] of the values."""
+    """Percentile bootstrap interval of the mean (scipy.stats.bootstrap). Seeded, so the
+    same values always give the same interval; it lies within [min, max] of the values."""
+    from scipy import stats
+
     x = _clean(values)
     if len(x) < 2:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(low), float(high)
+    if np.all(x == x[0]):  # every resample's mean is x[0]; scipy would warn of degeneracy
+        return float(x[0]), float(x[0])
+    found = stats.bootstrap((x,), np.mean, n_resamples=resamples, method="percentile",
+                            confidence_level=confidence, rng=np.random.default_rng(seed),
+                            vectorized=True).confidence_interval
+    return float(found.low), float(found.high)
 
 
 def summarize(values: Sequence[float], interval: str = "bootstrap",
@@ -151,14 +159,14 @@ def welch_interval(a: Summary, mean_b: float, std_b: float, n_b: int,
     if a.n < 2 or n_b < 2 or va + vb == 0:
         return (math.nan, math.nan)
     dof = (va + vb) ** 2 / (va ** 2 / (a.n - 1) + vb ** 2 / (n_b - 1))
-    half = stats.t.ppf(0.5 + confidence / 2, dof) * math.sqrt(va + vb)
-    d = a.mean - mean_b
-    return d - half, d + half
+    low, high = stats.t.interval(confidence, df=dof, loc=a.mean - mean_b, scale=math.sqrt(va + vb))
+    return float(low), float(high)
 
 
 def paired_difference(a: Mapping[int, float], b: Mapping[int, float], name_a: str = "a",
                       name_b: str = "b", confidence: float = CONFIDENCE) -> Paired:
-    """a - b over the seeds both have. `a` and `b` map seed -> value."""
+    """a - b over the seeds both have. `a` and `b` map seed -> value. The interval and the
+    p-value are scipy's paired t-test (`ttest_rel`) of the shared seeds."""
     from scipy import stats
 
     seeds = tuple(sorted(set(a) & set(b)))
@@ -166,7 +174,10 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float], name_a: st
     summary = summarize(diffs, interval="t", confidence=confidence)
     p = math.nan
     if len(seeds) >= 2 and summary.std > 0:
-        p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
+        test = stats.ttest_rel([float(a[s]) for s in seeds], [float(b[s]) for s in seeds])
+        low, high = test.confidence_interval(confidence)
+        summary = dataclasses.replace(summary, low=float(low), high=float(high))
+        p = float(test.pvalue)
     elif len(seeds) >= 2 and summary.mean != 0:
         p = 0.0  # every seed differs by the same non-zero amount
     return Paired(name_a, name_b, seeds, summary, p)
