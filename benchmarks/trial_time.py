@@ -28,7 +28,8 @@ import torch
 from torch.nn import functional as F
 
 from classp.data import DataOptions, default_data_dir, load_sequence
-from classp.data.vision import MEAN, RAW_FILES, STD
+from classp.data.idx import RAW_FILES
+from classp.data.vision import MEAN, STD
 from classp.engine import RunConfig, _channels_last, evaluate, resolve_device, run
 from classp.methods import build_method
 from classp.models import build_model

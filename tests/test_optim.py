@@ -603,3 +603,16 @@ def test_a_nan_gradient_poisons_its_weight_alike_on_every_path(rule, threshold):
     assert torch.isnan(w_ref[0]) and torch.isnan(w_flat[0])  # not skipped on either path
     torch.testing.assert_close(w_flat, w_ref, equal_nan=True)
     torch.testing.assert_close(s_flat, s_ref, equal_nan=True)
+
+
+def test_update_counts_name_each_weight_s_moves_by_parameter():
+    """The public reading of track_updates: how many steps moved each weight."""
+    moved, still = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    opt = CLASSP([moved, still], lr=0.1, threshold=0.5, track_updates=True)
+    for _ in range(3):
+        moved.grad = torch.tensor([1.0, 0.1, -2.0])  # squared: 1, 0.01, 4 against 0.5
+        still.grad = torch.zeros(2)
+        opt.step()
+    counts = opt.update_counts()
+    assert counts[moved].tolist() == [3, 0, 3] and counts[still].tolist() == [0, 0]
+    assert CLASSP([moved], lr=0.1).update_counts() == {}  # off unless asked for

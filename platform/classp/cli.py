@@ -152,7 +152,6 @@ def _cmd_run(args) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
         step_mode=args.step_mode,
     )
-    _check_names(config)
     result = run(config)
     if args.json:
         from dataclasses import asdict
@@ -161,18 +160,6 @@ def _cmd_run(args) -> int:
     else:
         print(format_result(result))
     return 0 if result.status == "finished" else 1
-
-
-def _check_names(config) -> None:
-    """Fail on unknown names before any data is loaded."""
-    from classp.data import check_sequence_name
-    from classp.methods import build_method
-    from classp.models import MODELS
-
-    check_sequence_name(config.sequence)
-    build_method(config.method, config.method_params)
-    if config.model is not None and config.model not in MODELS:
-        raise UserError(f"unknown model {config.model!r}; choose one of: {', '.join(MODELS)}")
 
 
 def format_result(result) -> str:

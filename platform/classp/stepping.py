@@ -3,9 +3,9 @@
 A step is the same code either way (`StepBody`): forward, loss plus the method's penalty,
 backward, the optimizer's step, the method's after-step tensor work, the update counter
 and the running sums the engine reports every `log_every` steps. On a GPU the paper's CNN
-at batch 32 is launch-bound: its eager step costs about five times the graphed one (1.50
-against 0.33 ms on an H100), because the GPU waits for Python to launch some hundred
-small kernels.
+at batch 32 is launch-bound: the GPU waits for Python to launch some hundred small
+kernels per eager step, and a graph replays them in one launch (docs/gpu.md has the
+measured figures).
 
 `GraphedSteps` captures the body once per *signature* (the batch's length, the optimizer's
 settings, the method's `step_signature()`) and replays it: a phase switch (CLASSP's

@@ -2,8 +2,9 @@
 per trial.
 
 Everything goes through `MlflowClient` with explicit run ids (no global active run), and
-metrics through batched `log_batch` calls: one synchronous `log_metric` costs about 6.6 ms
-against SQLite, a batch about 0.2 ms per metric.
+metrics through batched `log_batch` calls: against SQLite each synchronous call is a
+transaction of its own, so one call per metric would cost more than the training it logs
+(benchmarks/tracking_overhead.py measures it).
 
 MLflow has no histogram type, so update sparsity is logged three ways: scalar metrics per
 parameter tensor over steps (`sparsity/<parameter>`: the fraction of its weights a step
@@ -300,7 +301,7 @@ class RunLogger:
     def params(self, values: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, _param_text(v)) for k, v in values.items()]
+        items = [Param(k, param_value(v)) for k, v in values.items()]
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[start:start + MAX_PARAMS_PER_BATCH],
                                   synchronous=True)
@@ -384,7 +385,8 @@ class RunLogger:
                 self.client.log_artifact(self.run_id, str(path), f"{self.prefix}sparsity")
 
 
-def _param_text(value: Any) -> str:
+def param_value(value: Any) -> str:
+    """A setting as an MLflow param holds it: lists and tables as JSON, the rest as str."""
     if isinstance(value, (list, tuple, dict)):
         return json.dumps(value)
     return str(value)

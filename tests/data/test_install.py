@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classp.data.install import KNOWN_MD5, check_idx, install
+from classp.data.idx import check_idx
+from classp.data.install import KNOWN_MD5, install
 from classp.errors import UserError
 from support import make_mnist_like, run_classp, write_idx
 

@@ -81,6 +81,17 @@ def _check_local_file(path: Path) -> None:
         raise UserError(f"text data file {path} is a folder; {NEEDS}")
     if path.stat().st_size == 0:
         raise UserError(f"text data file {path} is empty; {NEEDS}")
+    if path.suffix in (".csv", ".jsonl") and not _has_data_rows(path):
+        raise UserError(f"text data file {path} has no data rows (a header only?); {NEEDS}")
+
+
+def _has_data_rows(path: Path) -> bool:
+    """A CSV with a line after its header, a JSONL with a line at all (blank lines aside).
+    Checked here rather than read off the datasets library's error, whose wording is its own."""
+    header_lines = 1 if path.suffix == ".csv" else 0
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        filled = (line for line in lines if line.strip())
+        return sum(1 for _, _ in zip(range(header_lines + 1), filled)) > header_lines
 
 
 def _load_rows(source: str, download: bool = False) -> dict[str, tuple[list[str], list[int]]]:
@@ -102,9 +113,6 @@ def _load_rows(source: str, download: bool = False) -> dict[str, tuple[list[str]
     except UserError:
         raise
     except Exception as exc:  # offline, unknown id, bad file: all surface here
-        if path.suffix in LOCAL_SUFFIXES and "corresponds to no data" in str(exc):
-            raise UserError(f"text data file {path} has no data rows (a header only?); "
-                            f"{NEEDS}") from None
         first = first_line(exc)
         raise UserError(f"cannot load text dataset {source!r}: {first}; pass a local "
                         f"CSV/Parquet/JSONL file instead (columns: sentence or text, label)"

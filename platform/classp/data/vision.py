@@ -17,6 +17,7 @@ from pathlib import Path
 from torch import Tensor
 from torch.nn import functional as F
 
+from classp.data.idx import RAW_FILES, check_idx_file, check_labels, check_pairs
 from classp.errors import UserError, first_line
 
 # The paper normalises both MNIST and Fashion-MNIST with MNIST's statistics.
@@ -38,13 +39,6 @@ PAPER_PIXELS = Pixels()  # the paper's scripts (and the study protocol)
 HSU2018_PIXELS = Pixels(pad=2, mean=0.1000, std=0.2752)
 UNIT_PIXELS = Pixels(mean=0.0, std=1.0)  # van de Ven et al.: ToTensor's [0, 1], no standardising
 UNIT_PIXELS_32 = Pixels(pad=2, mean=0.0, std=1.0)  # ... padded to 32x32 (their permuted MNIST)
-
-RAW_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
 
 SYSTEM_DIRS = {
     "MNIST": [Path("/usr/share/datasets/mnist")],
@@ -100,8 +94,6 @@ def load_torchvision(name: str, root: Path, download: bool,
     """Return (train_x, train_y, test_x, test_y) of MNIST or FashionMNIST."""
     from torchvision import datasets
 
-    from classp.data.install import check_idx_file, check_labels, check_pairs
-
     cls = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST}[name]
     raw = root / name / "raw"
     _stage_raw_files(name, raw)
@@ -112,8 +104,8 @@ def load_torchvision(name: str, root: Path, download: bool,
     try:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
-    except RuntimeError as exc:  # "Dataset not found" or a failed download
-        detail = "" if "not found" in str(exc) else f" (download failed: {first_line(exc)})"
+    except RuntimeError as exc:  # without --download: not found; with it: the download failed
+        detail = f" (download failed: {first_line(exc)})" if download else ""
         raise UserError(missing_files_message(name, root) + detail) from None
     check_labels(train.targets.unique(), str(raw / "train-labels-idx1-ubyte"))
     check_labels(test.targets.unique(), str(raw / "t10k-labels-idx1-ubyte"))

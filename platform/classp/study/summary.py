@@ -51,7 +51,9 @@ def best_or_none(study, spec: StudySpec):
         return None
 
 
-def _param_text(params: dict) -> str:
+def settings_line(params: dict) -> str:
+    """A trial's settings as a person reads them: 'lr=0.03861, threshold=0' (4 significant
+    digits). Not how MLflow stores a param: that is tracking.param_value."""
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
@@ -65,7 +67,7 @@ def chosen_settings(method: str, params: dict, trial=None) -> str | None:
     if trial is None:
         return what
     shown = {k: params[k] for k in ("schedule", "threshold", "power", "decay", "rule") if k in params}
-    return f"{what} [trial {trial.number}: {_param_text(shown)}]"
+    return f"{what} [trial {trial.number}: {settings_line(shown)}]"
 
 
 def chance_line(method: str, trial) -> str | None:
@@ -89,7 +91,7 @@ def summary_lines(name: str, method: str, ran: int, counts: dict[str, int], best
     else:
         params, trial = best
         values = ", ".join(f"{n} {100 * v:.2f}%" for n, v in zip(names, trial.values))
-        lines.append(f"  best: {values} (trial {trial.number}: {_param_text(params)})")
+        lines.append(f"  best: {values} (trial {trial.number}: {settings_line(params)})")
         if (what := chosen_settings(method, params)) is not None:
             lines.append(f"  note: these settings make {method} {what}")
         if (warning := chance_line(method, trial)) is not None:
@@ -113,7 +115,7 @@ def log_study_summary(tracking: Tracking, parent_id: str, counts: dict[str, int]
         for n, v in zip(names, trial.values):
             client.log_metric(parent_id, f"best.{n}", v)
         client.set_tag(parent_id, TAG_BEST_TRIAL, str(trial.number))
-        client.set_tag(parent_id, TAG_BEST_PARAMS, _param_text(params))
+        client.set_tag(parent_id, TAG_BEST_PARAMS, settings_line(params))
 
 
 def best_params(study, spec: StudySpec) -> tuple[dict, Any]:
