@@ -38,7 +38,7 @@ from torch import nn
 
 from classp import CLASSP
 from classp.models import PaperCNN
-from classp.published import PublishedCLASSP
+from classp.testing.published import PublishedCLASSP
 
 THRESHOLD = 1e-6  # > 0 so that the per-weight mask is computed, as in a real CLASSP run
 

@@ -11,10 +11,9 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from classp import CLASSP
-from classp import optim as classp_optim
+from classp import CLASSP, optim_flat
 from classp.optim import RULES
-from classp.published import PublishedCLASSP
+from classp.testing.published import PublishedCLASSP
 
 # ----------------------------------------------------------------------------------------
 # Oracle: element by element in float64 Python, written from the paper's text, not the code.
@@ -91,7 +90,7 @@ def test_each_rule_matches_the_oracle(rule, case, foreach):
 
 
 # ----------------------------------------------------------------------------------------
-# The reference-code rule against the published loop (classp.published, which restates the
+# The reference-code rule against the published loop (classp.testing.published, which restates the
 # published CLASSP.py per tensor and shares no code with classp.optim), in float64.
 # ----------------------------------------------------------------------------------------
 
@@ -225,7 +224,7 @@ def flat_writes(request, monkeypatch):
     """The flat path writes what it derives from the gradients either straight from each
     tensor into the flat buffer (large tensors) or by one gathering copy and an op over the
     whole buffer (many small ones); both ways, whatever the tensors' sizes here."""
-    monkeypatch.setattr(classp_optim, "_LARGE_TENSOR", 1 if request.param == "per tensor" else 10**12)
+    monkeypatch.setattr(optim_flat, "_LARGE_TENSOR", 1 if request.param == "per tensor" else 10**12)
     return request.param
 
 
@@ -385,20 +384,36 @@ def test_an_eps_edited_between_tasks_shifts_the_accumulator_once(foreach):
     assert opt.state[p]["eps_in_sum"] == 0.5
 
 
-def test_a_state_dict_saved_with_a_plain_sum_loads_with_eps_added():
-    """Checkpoints written before the accumulator included eps keep s under "sum"."""
-    p = torch.nn.Parameter(torch.zeros(3))
-    opt = CLASSP([p], lr=0.1, eps=1e-2)
-    p.grad = torch.tensor([1.0, -2.0, 0.0])
+def test_a_group_s_own_bad_setting_is_refused_when_the_optimizer_is_made():
+    good, bad = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match="Invalid power: 0; allowed: a finite number > 0"):
+        CLASSP([{"params": [good]}, {"params": [bad], "power": 0}], lr=0.1)
+    opt = CLASSP([good], lr=0.1)
+    with pytest.raises(ValueError, match="Invalid lr: -1"):
+        opt.add_param_group({"params": [bad], "lr": -1})
+
+
+def test_checking_settings_adds_nothing_to_the_saved_param_groups():
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = CLASSP([p], lr=0.1)
+    p.grad = torch.ones(2)
     opt.step()
-    saved = copy.deepcopy(opt.state_dict())  # its state dicts are the optimizer's own
-    for state in saved["state"].values():  # as the earlier version wrote it
-        state["sum"] = state.pop("eps_plus_sum") - state.pop("eps_in_sum")
-    restored = CLASSP([torch.nn.Parameter(p.detach().clone())], lr=0.1, eps=1e-2)
-    restored.load_state_dict(saved)
-    (state,) = restored.state.values()
-    torch.testing.assert_close(state["eps_plus_sum"], opt.state[p]["eps_plus_sum"])
-    assert state["eps_in_sum"] == 1e-2 and "sum" not in state
+    assert set(opt.state_dict()["param_groups"][0]) == set(CLASSP([p]).state_dict()["param_groups"][0])
+
+
+def test_the_flat_path_s_scratch_is_reported_beside_the_accumulator():
+    """Two floats per weight of scratch (the rules' buffers), resident while the optimizer
+    lives: what a memory comparison with EWC must count."""
+    params = [torch.nn.Parameter(torch.zeros(5, 3)), torch.nn.Parameter(torch.zeros(7))]
+    opt = CLASSP(params, lr=0.1, track_updates=True)  # the counting buffer is left out
+    assert opt.scratch_bytes() == 0  # nothing allocated before the first step
+    for q in params:
+        q.grad = torch.ones_like(q)
+    opt.step()
+    assert opt.accumulator_bytes() == 4 * 22 and opt.scratch_bytes() == 2 * 4 * 22
+    reference = CLASSP(params, lr=0.1, foreach=False)  # the single-tensor loop keeps none
+    reference.step()
+    assert reference.scratch_bytes() == 0
 
 
 def test_maximize_climbs():
@@ -493,19 +508,19 @@ def test_sparse_gradients_are_refused():
 
 
 def test_foreach_state_is_laid_out_flat_so_the_accumulator_is_updated_in_place(tmp_path):
-    from classp.optim import _as_flat
+    from classp.optim_flat import as_flat
 
     model = _mlp()
     opt = CLASSP(model.parameters(), lr=0.1, foreach=True, track_updates=True)
     _train(model, opt, steps=2, seed=0)
     params = list(model.parameters())
     for key in ("eps_plus_sum", "update_count"):
-        _, is_view = _as_flat([opt.state[p][key] for p in params])
+        _, is_view = as_flat([opt.state[p][key] for p in params])
         assert is_view, key
     torch.save(opt.state_dict(), tmp_path / "opt.pt")
     fresh = CLASSP(model.parameters(), lr=0.1, foreach=True, track_updates=True)
     fresh.load_state_dict(torch.load(tmp_path / "opt.pt"))
-    _, is_view = _as_flat([fresh.state[p]["eps_plus_sum"] for p in params])
+    _, is_view = as_flat([fresh.state[p]["eps_plus_sum"] for p in params])
     assert is_view
 
 

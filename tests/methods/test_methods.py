@@ -194,9 +194,9 @@ def test_ewc_memory_is_two_floats_per_weight_per_task_or_two_online(digits, mode
     assert result.state_bytes == 4 * per_weight * result.num_parameters
 
 
-def test_classp_keeps_one_float_per_weight_and_adam_two(digits):
+def test_classp_keeps_one_float_per_weight_and_two_of_scratch_and_adam_two(digits):
     classp = run(_config("classp", lr=0.05), sequence=digits)
-    assert classp.state_bytes == 4 * classp.num_parameters
+    assert classp.state_bytes == 4 * (1 + 2) * classp.num_parameters
     adam = run(_config("adam"), sequence=digits)
     assert adam.state_bytes == 8 * adam.num_parameters
 

@@ -150,14 +150,16 @@ class Method:
 
     def state_bytes(self, optimizer) -> int:
         """Bytes kept across tasks: the optimizer's state tensors (CLASSP's update counts are
-        instrumentation, not method state) plus the method's own tensors."""
+        instrumentation, not method state), the scratch buffers it keeps resident between
+        steps (CLASSP's flat path: two floats per weight), and the method's own tensors."""
         kept = [
             value
             for state in optimizer.state.values()
             for key, value in state.items()
             if isinstance(value, Tensor) and key not in ("update_count", "step")
         ]
-        return tensor_bytes(kept) + tensor_bytes(self.own_tensors())
+        scratch = optimizer.scratch_bytes() if hasattr(optimizer, "scratch_bytes") else 0
+        return tensor_bytes(kept) + scratch + tensor_bytes(self.own_tensors())
 
 
 class SteppedBy(Method):
