@@ -46,9 +46,10 @@ sys.path.insert(0, str(REPO / "platform"))
 
 from classp.data import DataOptions, default_data_dir, load_sequence  # noqa: E402
 from classp.data.vision import MEAN, STD  # noqa: E402
-from classp.engine import RunConfig, resolve_device, run  # noqa: E402
+from classp.engine import RunConfig, run  # noqa: E402
 from classp.methods import build_method  # noqa: E402
 from classp.models import build_model  # noqa: E402
+from classp.run_config import resolve_device  # noqa: E402
 
 SPEC = REPO / "benchmarks" / "specs" / "paper-protocol-study.toml"
 METHOD = {"lr": 0.2, "threshold": 0.5, "power": 1.0, "eps": 1e-5, "schedule": "published",

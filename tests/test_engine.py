@@ -113,7 +113,7 @@ def test_a_short_task_still_reports_enough_points(digits):
 
 
 def test_logged_settings_are_what_the_run_used(digits):
-    from classp.engine import resolved_settings
+    from classp.run_config import resolved_settings
 
     settings = resolved_settings(RunConfig(method="sgd"), digits)
     assert settings["model"] == "mlp" and settings["batch_size"] == 32

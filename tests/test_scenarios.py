@@ -156,7 +156,7 @@ def test_class_incremental_keeps_the_model_s_parameters_their_names_and_initiali
 
 
 def test_the_scenario_is_logged_with_the_run_settings():
-    from classp.engine import resolved_settings
+    from classp.run_config import resolved_settings
 
     sequence = load_sequence("split-digits", DataOptions(scenario="task"))
     settings = resolved_settings(RunConfig(sequence="split-digits", scenario="task"), sequence)

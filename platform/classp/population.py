@@ -49,10 +49,8 @@ from classp.engine import (
     TaskEndEvent,
     _joint_split,
     _progress_bar,
-    check_config,
     evaluate_tasks,
     lay_out,
-    loss_targets,
     make_result,
     report_every,
     seeded_model,
@@ -61,6 +59,7 @@ from classp.errors import UserError
 from classp.methods import build_method
 from classp.methods.base import Method, RunPlan, TaskPlan
 from classp.models import build_model
+from classp.run_config import check_config, loss_targets
 from classp.sparsity import UpdateCounter
 
 # What members may differ in; every other RunConfig field shapes the loop they share.

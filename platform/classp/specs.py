@@ -39,9 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from classp.data import SEQUENCES, task_count
-from classp.engine import SPLITS, RunConfig, check_config, check_seed, data_options, run_settings
 from classp.errors import UserError
 from classp.methods import METHODS
+from classp.run_config import (
+    SPLITS,
+    RunConfig,
+    check_config,
+    check_seed,
+    data_options,
+    run_settings,
+)
 from classp.tomlfile import Table, read_toml
 from classp.tracking import check_name
 

@@ -312,7 +312,7 @@ class RunLogger:
         if not self.log_params:
             return
         from classp import threads
-        from classp.engine import resolved_settings
+        from classp.run_config import resolved_settings
 
         self.params({**resolved_settings(config, sequence), **threads.recorded(), **self.extra_params,
                      "tasks": ",".join(t.name for t in sequence.tasks),

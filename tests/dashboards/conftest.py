@@ -1,10 +1,12 @@
-"""Runs with known numbers, written into a real MLflow store through the platform's own
-tracking code, for the dashboards to read."""
+"""Runs with known numbers, for the dashboards to read: held in memory for the panels'
+numbers, and written into a real MLflow store through the platform's own tracking code for
+the page (a test checks both give the same records)."""
 
 from __future__ import annotations
 
 import pytest
 
+from classp.dashboards.runs import ExperimentRuns, RunRecord
 from classp.tracking import TAG_KIND, TAG_METHOD, TAG_TRIAL, Tracking
 
 TASKS = ["a", "b"]
@@ -27,6 +29,43 @@ def _histograms(moved_share: float) -> dict:
     return {"tasks": [{"task": 1, "task_name": "a", "steps": 4, "params": {"w": h}}]}
 
 
+def _confirm_metrics(method: str, a: float, b: float) -> dict[str, float]:
+    return {"test.final_acc_task1": a, "test.final_acc_task2": b, "test.acc": (a + b) / 2,
+            "test.bwt": a - 1.0, "test.forgetting": 1.0 - a,
+            "state_bytes": 4000.0 if method == "classp" else 8000.0}
+
+
+def _trial_metrics(old: float, new: float, objective: float) -> dict[str, float]:
+    return {"val.final_acc_task1": old, "val.final_acc_task2": new,
+            "objective.val_accuracy": objective, "state_bytes": 1.0}
+
+
+def in_memory_experiment() -> ExperimentRuns:
+    """The runs `tracked` writes, as the records `load_experiment` reads back (run ids
+    made up), with their artifacts in a dict."""
+    runs, artifacts = [], {}
+    for method, seeds in CONFIRM.items():
+        runs.append(RunRecord(f"{method}-study", "study", method, "running"))  # never ended here
+        for i, (a, b) in enumerate(seeds):
+            run_id = f"{method}-confirm-{i}"
+            runs.append(RunRecord(run_id, "confirm", method, "finished", _confirm_metrics(method, a, b),
+                                  {"tasks": ",".join(TASKS), "confirm_seed": str(1000 + i)}))
+            artifacts[run_id, "accuracy_matrix.json"] = {"tasks": TASKS, "splits": {"test": _matrix(a, b)}}
+        for number, (old, new, objective) in enumerate(TRIALS[method]):
+            run_id = f"{method}-trial-{number}"
+            runs.append(RunRecord(run_id, "trial", method, "finished", _trial_metrics(old, new, objective),
+                                  trial=number))
+            artifacts[run_id, "sparsity/update_histograms.json"] = _histograms(
+                0.3 if method == "classp" else 1.0)
+        runs.append(RunRecord(f"{method}-pruned", "trial", method, "pruned", trial=99))
+    return ExperimentRuns("split-digits", runs, lambda run_id, path: artifacts.get((run_id, path)))
+
+
+@pytest.fixture
+def exp() -> ExperimentRuns:
+    return in_memory_experiment()
+
+
 @pytest.fixture
 def tracked(classp_home):
     """A local store with confirmation and trial runs for classp and ewc on split-digits."""
@@ -37,10 +76,7 @@ def tracked(classp_home):
         for i, (a, b) in enumerate(seeds):
             run_id = tr.child_run(exp, parent, f"confirm-{i}", {TAG_KIND: "confirm", TAG_METHOD: method})
             R = _matrix(a, b)
-            metrics = {"test.final_acc_task1": a, "test.final_acc_task2": b, "test.acc": (a + b) / 2,
-                       "test.bwt": a - 1.0, "test.forgetting": 1.0 - a,
-                       "state_bytes": 4000.0 if method == "classp" else 8000.0}
-            for key, value in metrics.items():
+            for key, value in _confirm_metrics(method, a, b).items():
                 tr.client.log_metric(run_id, key, value)
             tr.client.log_param(run_id, "tasks", ",".join(TASKS))
             tr.client.log_param(run_id, "confirm_seed", 1000 + i)
@@ -49,8 +85,7 @@ def tracked(classp_home):
         for number, (old, new, objective) in enumerate(TRIALS[method]):
             run_id = tr.child_run(exp, parent, f"trial-{number}", {
                 TAG_KIND: "trial", TAG_METHOD: method, TAG_TRIAL: str(number)})
-            for key, value in {"val.final_acc_task1": old, "val.final_acc_task2": new,
-                               "objective.val_accuracy": objective, "state_bytes": 1.0}.items():
+            for key, value in _trial_metrics(old, new, objective).items():
                 tr.client.log_metric(run_id, key, value)
             tr.client.log_dict(run_id, _histograms(0.3 if method == "classp" else 1.0),
                                "sparsity/update_histograms.json")

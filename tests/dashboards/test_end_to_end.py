@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from classp import metrics
-from classp.dashboards import panels as P
+from classp.dashboards.panels import PANELS
 from classp.dashboards.runs import load_experiment
 from classp.specs import load_spec
 from classp.study import confirm, open_storage, run_study
@@ -31,7 +31,7 @@ def confirmed(classp_home, tmp_path):
 
 def test_the_verdict_panel_matches_what_confirm_printed(confirmed):
     spec, result, printed, exp = confirmed
-    info = P.verdict_info(exp, ["classp", "ewc", "sgd"], "test")
+    info = PANELS["verdict"].info(exp, ["classp", "ewc", "sgd"], "test")
     paired = result["paired"]
     assert info.paired.seeds == paired.seeds == spec.confirm_seeds
     assert info.paired.difference.mean == pytest.approx(paired.difference.mean, abs=1e-9)
@@ -55,8 +55,8 @@ def test_the_verdict_panel_matches_what_confirm_printed(confirmed):
 
 def test_the_accuracy_panels_read_the_confirmation_runs_values(confirmed):
     spec, result, _, exp = confirmed
-    table = P.table1_info(exp, ["classp", "ewc", "sgd"], "test")
-    forgetting = P.forgetting_info(exp, ["classp", "ewc", "sgd"], "test")
+    table = PANELS["table1"].info(exp, ["classp", "ewc", "sgd"], "test")
+    forgetting = PANELS["forgetting"].info(exp, ["classp", "ewc", "sgd"], "test")
     for method, outcome in result["outcomes"].items():
         finals = list(outcome.finals.values())
         expected = [100 * sum(f[j] for f in finals) / len(finals) for j in range(len(finals[0]))]
@@ -78,7 +78,7 @@ def test_a_task_incremental_study_is_tracked_and_drawn_as_any_other(classp_home,
     exp = load_experiment(client, "split-digits")
     runs = client.search_runs([client.get_experiment_by_name("split-digits").experiment_id])
     assert runs and {r.data.params.get("scenario") for r in runs if "scenario" in r.data.params} == {"task"}
-    table = P.table1_info(exp, list(result["outcomes"]), "test")
+    table = PANELS["table1"].info(exp, list(result["outcomes"]), "test")
     for method, outcome in result["outcomes"].items():
         finals = list(outcome.finals.values())
         assert table.mean[method] == pytest.approx(

@@ -1,8 +1,9 @@
 """Plotly dashboards built from the tracked runs: spec -> MLflow runs -> numbers -> figures
 -> one self-contained HTML page.
 
-Each panel is two steps, as in Optuna's visualisation code: `<panel>_info(...)` computes
-the numbers (a NamedTuple, tested without a browser), `draw_<panel>(info)` only draws.
+Each panel is a module of two steps, as in Optuna's visualisation code: `_<panel>.py` has
+`_get_<panel>_info(...)`, which computes the numbers (a NamedTuple, tested without a
+browser), and `draw(info)`, which only draws; `panels.PANELS` is their registry.
 """
 
 from classp.dashboards.page import build_dashboard

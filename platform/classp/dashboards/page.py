@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
-from classp.dashboards import panels as P
+from classp.dashboards._summary import SummaryInfo
+from classp.dashboards._verdict import VerdictInfo
+from classp.dashboards.panels import PANELS
 from classp.dashboards.runs import ExperimentRuns, load_experiment
-from classp.dashboards.spec import PANELS as PANEL_NAMES
 from classp.dashboards.spec import DashboardSpec
 from classp.paths import output_file
 from classp.tracking import TAG_DASHBOARD, TAG_KIND, Tracking
@@ -24,47 +23,18 @@ WHAT_TO_RUN = {
 }
 
 
-class _Panel(NamedTuple):
-    title: str
-    info: Callable  # (experiment runs, methods, split) -> NamedTuple or None
-    draw: Callable  # (info, split) -> figure
-    needs: str  # which runs: "confirm" or "trial"
-
-
-PANELS = {
-    "verdict": _Panel("Verdict: CLASSP against EWC, each method and the best baseline", P.verdict_info, P.draw_verdict, "confirm"),
-    "table1": _Panel("Final accuracy per task", P.table1_info, P.draw_table1, "confirm"),
-    "matrices": _Panel("Accuracy matrices", P.matrices_info,
-                       lambda info, split: P.draw_matrices(info), "confirm"),
-    "forgetting": _Panel("Forgetting and BWT", P.forgetting_info,
-                         lambda info, split: P.draw_forgetting(info), "confirm"),
-    "pareto": _Panel("Old against new task", lambda exp, methods, split: P.pareto_info(exp, methods),
-                     lambda info, split: P.draw_pareto(info), "trial"),
-    "history": _Panel("Optimisation history", lambda exp, methods, split: P.history_info(exp, methods),
-                      lambda info, split: P.draw_history(info), "trial"),
-    "sparsity": _Panel("Update sparsity", lambda exp, methods, split: P.sparsity_info(exp, methods),
-                       lambda info, split: P.draw_sparsity(info), "trial"),
-    "memory": _Panel("Memory kept across tasks", lambda exp, methods, split: P.memory_info(exp, methods),
-                     lambda info, split: P.draw_memory(info), "trial"),
-}
-
-
-# One list of names (spec.py), one drawing per name (here; the summary is a table).
-assert set(PANELS) | {"summary"} == set(PANEL_NAMES), "dashboards: spec.PANELS and page.PANELS differ"
-
-
 def _message(text: str) -> str:
     return f'<div class="message">{html.escape(text)}</div>'
 
 
-def _table(info: P.SummaryInfo) -> str:
+def _table(info: SummaryInfo) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in info.header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
                    for row in info.rows)
     return f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _verdict_text(info: P.VerdictInfo) -> str:
+def _verdict_text(info: VerdictInfo) -> str:
     text = f'<p class="verdict"><strong>{html.escape(info.sentence)}</strong></p>'
     if info.tuning:
         text += f'<p class="meta">{html.escape(info.tuning[0].upper() + info.tuning[1:])}.</p>'
@@ -99,7 +69,7 @@ def render(spec: DashboardSpec, experiments: dict[str, ExperimentRuns | None]) -
         for name in spec.panels:
             if name == "summary":
                 parts.append('<div class="panel" data-panel="summary"><h3>Summary</h3>'
-                             f"{_table(P.summary_info(exp, list(spec.methods), spec.split))}</div>")
+                             f"{_table(PANELS['summary'].info(exp, list(spec.methods), spec.split))}</div>")
                 continue
             panel = PANELS[name]
             info = panel.info(exp, list(spec.methods), spec.split)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from classp.tracking import TAG_KIND, TAG_METHOD, TAG_STATE, TAG_TRIAL
 
@@ -46,23 +46,32 @@ class RunRecord:
 
 @dataclass
 class ExperimentRuns:
-    """The runs of one task sequence, with artifact access through the same client."""
+    """The runs of one task sequence, and how to read a run's JSON artifacts: from the
+    tracking store (`load_experiment`), or from memory (the panels' tests)."""
 
     sequence: str
     runs: list[RunRecord]
-    client: Any
+    read_json: Callable[[str, str], dict | None]  # (run id, artifact path) -> its content
 
     def of(self, kind: str, method: str, state: str | None = None) -> list[RunRecord]:
         return [r for r in self.runs if r.kind == kind and r.method == method
                 and (state is None or r.state == state)]
 
     def artifact_json(self, run_id: str, path: str) -> dict | None:
+        return self.read_json(run_id, path)
+
+
+def artifact_reader(client) -> Callable[[str, str], dict | None]:
+    """Read a run's JSON artifact through an MLflow client; None where the run has none."""
+
+    def read(run_id: str, path: str) -> dict | None:
         try:
             with tempfile.TemporaryDirectory() as folder:
-                local = self.client.download_artifacts(run_id, path, folder)
-                return json.loads(Path(local).read_text())
+                return json.loads(Path(client.download_artifacts(run_id, path, folder)).read_text())
         except Exception:  # a run without that artifact (pruned early, say)
             return None
+
+    return read
 
 
 def load_experiment(client, sequence: str) -> ExperimentRuns | None:
@@ -86,4 +95,4 @@ def load_experiment(client, sequence: str) -> ExperimentRuns | None:
         token = page.token
         if not token:
             break
-    return ExperimentRuns(sequence, records, client)
+    return ExperimentRuns(sequence, records, artifact_reader(client))

@@ -10,8 +10,8 @@ from typing import Any
 import optuna
 
 from classp import interrupts
-from classp.engine import RunConfig, check_with_data, data_options
 from classp.errors import UserError
+from classp.run_config import RunConfig, check_with_data, data_options
 from classp.specs import StudySpec
 from classp.study.objective import (
     Objective,
