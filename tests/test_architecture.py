@@ -4,7 +4,11 @@ and a study spec that searches it."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 
 import torch
 
@@ -13,9 +17,10 @@ from classp.data.base import Split, Task, TaskSequence, TrainingProtocol
 from classp.engine import RunConfig, run
 from classp.methods import METHODS
 from classp.methods.base import Method
+from classp.methods.params import Param
 from classp.models import InputShape
 from classp.specs import load_spec
-from support import REPO
+from support import REPO, TINY_STUDY
 
 DOC = REPO / "docs" / "ARCHITECTURE.md"
 
@@ -37,7 +42,7 @@ class Halving(Method):
     """Step 1: a new method (plain SGD whose lr halves with every task)."""
 
     name = "halving"
-    defaults = {"lr": 0.1}
+    PARAMS = {"lr": Param(0.1, "learning rate, halved with every task", low=0, above=True)}
 
     def optimizer(self, params):
         return torch.optim.SGD(params, lr=self.params["lr"])
@@ -74,3 +79,40 @@ def test_adding_a_sequence_is_one_loader_and_one_registry_entry(monkeypatch):
     sequence = load_sequence("two-tasks")
     result = run(RunConfig(sequence="two-tasks", method="sgd"), sequence=sequence)
     assert result.status == "finished" and len(result.accuracy["test"]) == 3
+
+
+NEW_KNOB = '''    PARAMS = {**STEPPED_BY, "c": Param(0.1, "penalty weight", low=0),
+              "omega_decay": Param(1.0, "decay of earlier tasks' importance", low=0, high=1),'''
+
+
+def test_a_new_method_parameter_is_one_declaration(tmp_path):
+    """A knob added to SI in a scratch copy of the package, as one more `Param` line, is
+    checked in a spec, on the command line and listed by `classp list`, with its range."""
+    package = tmp_path / "platform"
+    shutil.copytree(REPO / "platform" / "classp", package / "classp",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    si = package / "classp" / "methods" / "si.py"
+    declared = '    PARAMS = {**STEPPED_BY, "c": Param(0.1, "penalty weight", low=0),'
+    assert si.read_text().count(declared) == 1
+    si.write_text(si.read_text().replace(declared, NEW_KNOB))
+    env = {**os.environ, "PYTHONPATH": str(package), "CLASSP_HOME": str(tmp_path / "home")}
+
+    def classp(*args):
+        return subprocess.run([sys.executable, "-m", "classp.cli", *map(str, args)],
+                              capture_output=True, text=True, timeout=300, env=env)
+
+    listed = classp("list")
+    assert listed.returncode == 0, listed.stderr
+    assert "omega_decay=1.0 (in [0, 1])" in next(line for line in listed.stdout.splitlines()
+                                                 if line.strip().startswith("si:"))
+    flag = classp("run", "--method", "si", "--omega-decay", "2")
+    assert flag.returncode == 2 and flag.stderr.strip() == \
+        "classp: error: omega_decay must be in [0, 1], got 2.0"
+    assert "--omega-decay" in classp("run", "--help").stdout
+    spec = tmp_path / "si.toml"
+    spec.write_text(TINY_STUDY.read_text().replace('methods = ["classp", "sgd"]', 'methods = ["si"]')
+                    + "\n[methods.si]\nfixed = { omega_decay = -0.5 }\n")
+    studied = classp("study", "run", spec)
+    assert studied.returncode == 2 and "Traceback" not in studied.stderr, studied.stderr
+    assert studied.stderr.strip().endswith("methods.si.fixed: omega_decay must be in [0, 1], got -0.5")
+    assert not (tmp_path / "home" / "optuna.journal").exists()  # refused before anything ran

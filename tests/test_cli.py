@@ -82,7 +82,7 @@ def test_every_flag_of_every_command_says_what_it_does():
     from classp.cli import build_parser
 
     silent = [f"{p.prog} {'/'.join(a.option_strings) or a.dest}"
-              for p in _all_parsers(build_parser()) for a in p._actions
+              for p in _all_parsers(build_parser(method_flags=True)) for a in p._actions
               if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))
               and (not a.help or a.help == argparse.SUPPRESS)]
     assert silent == []

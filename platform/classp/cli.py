@@ -50,36 +50,31 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-METHOD_FLAGS = {  # flag -> (type, help); unset flags keep the method's defaults (`classp list`)
-    "lr": (float, "learning rate (> 0; default: the method's)"),
-    "threshold": (float, "CLASSP: squared-gradient threshold below which a weight is left alone "
-                         "(>= 0; default 0)"),
-    "power": (float, "CLASSP: the exponent p (> 0; default 1)"),
-    "eps": (float, "CLASSP: added to the accumulator before the root (>= 0; default 1e-5)"),
-    "rule": (str, "CLASSP: algorithm (default), equation or reference-code"),
-    "schedule": (str, "CLASSP: constant (default), paper or published phase switch"),
-    "ewc_lambda": (float, "EWC: penalty weight (>= 0; default 100)"),
-    "fisher": (str, "EWC: sample (default: empirical), exact, predicted or batch Fisher"),
-    "mode": (str, "EWC: separate (default) or online"),
-    "gamma": (float, "EWC online: decay of the old Fisher (default 1)"),
-    "c": (float, "SI: penalty weight (>= 0; default 0.1)"),
-    "l2_lambda": (float, "L2: penalty weight (>= 0; default 1)"),
-    "mas_lambda": (float, "MAS: penalty weight (>= 0; default 1)"),
-    "optimizer": (str, "EWC, SI, L2, MAS, joint: sgd (default), adam or adagrad"),
-    "momentum": (float, "SGD: momentum (>= 0; default 0)"),
-}
+def _add_method_flags(p: argparse.ArgumentParser) -> None:
+    """A flag per method parameter, derived from the methods' declarations
+    (classp.methods.params): `--ewc-lambda`, `--decay/--no-decay`. Unset, a method keeps
+    its default. Importing the methods imports torch, so only `classp run` builds them."""
+    from classp.methods import METHODS
+    from classp.methods.params import command_line_flags
+
+    for flag in command_line_flags(METHODS):
+        option = f"--{flag.name.replace('_', '-')}"
+        if flag.kind is bool:
+            p.add_argument(option, dest=f"method.{flag.name}", action=argparse.BooleanOptionalAction,
+                           default=None, help=flag.help)
+        else:
+            p.add_argument(option, dest=f"method.{flag.name}", type=flag.kind, default=None,
+                           metavar=flag.name.upper(), help=flag.help)
 
 
-def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+def _add_run_arguments(p: argparse.ArgumentParser, method_flags: bool) -> None:
     p.add_argument("--sequence", default="split-digits", help="task sequence (see `classp list`)")
     p.add_argument("--method", default="classp", help="method (see `classp list`)")
     p.add_argument("--model", default=None, help="model (default: the sequence's own)")
-    for flag, (kind, text) in METHOD_FLAGS.items():
-        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=kind, default=None, help=text)
-    p.add_argument("--decay", dest="decay", action=argparse.BooleanOptionalAction, default=None,
-                   help="CLASSP: divide steps by the accumulated adjustment")
+    if method_flags:
+        _add_method_flags(p)
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other method parameter")
+                   help="any method parameter (each also has a flag: see `classp run --help`)")
     p.add_argument("--epochs", type=int, nargs="+", default=None,
                    help="epochs, one for all tasks or one per task (>= 1; default: the protocol's)")
     p.add_argument("--batch-size", type=int, default=None,
@@ -119,9 +114,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _method_params(args) -> dict[str, Any]:
-    params = {k: getattr(args, k) for k in METHOD_FLAGS if getattr(args, k) is not None}
-    if args.decay is not None:
-        params["decay"] = args.decay
+    params = {key.removeprefix("method."): value for key, value in vars(args).items()
+              if key.startswith("method.") and value is not None}
     for item in args.param:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -137,8 +131,7 @@ def _choose_threads() -> None:
     threads.apply(threads.choose())
 
 
-def _cmd_run(args) -> int:
-    _choose_threads()
+def _cmd_run(args) -> int:  # threads chosen in main, before the method flags import torch
     from classp.engine import RunConfig, run
 
     config = RunConfig(
@@ -187,6 +180,7 @@ def format_result(result) -> str:
 def _cmd_list(args) -> int:
     from classp.data import PROTOCOL_SEQUENCES, SEQUENCES, SPLIT_SEQUENCES
     from classp.methods import METHODS
+    from classp.methods.params import describe
     from classp.models import MODELS
     from classp.scenarios import SCENARIOS
 
@@ -197,7 +191,7 @@ def _cmd_list(args) -> int:
         f"{p}: {', '.join(seqs)}" for p, seqs in PROTOCOL_SEQUENCES.items() if seqs) + ")")
     print("methods:   " + ", ".join(METHODS))
     for name, cls in METHODS.items():
-        print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in cls.defaults.items()))
+        print(f"  {name}: {describe(cls.PARAMS)}")
     print("models:    " + ", ".join(MODELS))
     return 0
 
@@ -345,12 +339,14 @@ def _add_study_arguments(p: argparse.ArgumentParser) -> None:
                    help=TRACKING_HELP)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(method_flags: bool = False) -> argparse.ArgumentParser:
+    """The command line; `method_flags`: give `classp run` a flag per method parameter
+    (imports torch, which a command must not do before it chooses its threads)."""
     parser = _Parser(prog="classp", description="Continual-learning research platform for CLASSP.",
                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_run = sub.add_parser("run", help="train one method through one task sequence")
-    _add_run_arguments(p_run)
+    _add_run_arguments(p_run, method_flags)
     p_run.set_defaults(func=_cmd_run)
     p_list = sub.add_parser("list", help="name the sequences, methods and models")
     p_list.set_defaults(func=_cmd_list)
@@ -443,7 +439,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         interrupts.install()
         with streams.guarded_stdout():
-            args = build_parser().parse_args(argv)
+            argv = sys.argv[1:] if argv is None else list(argv)
+            command = next((a for a in argv if not a.startswith("-")), None)
+            if command == "run":
+                _choose_threads()  # before the method flags import torch and its OpenMP
+            args = build_parser(method_flags=command == "run").parse_args(argv)
             return args.func(args)
     except UserError as exc:
         print(f"classp: error: {capped(str(exc))}", file=sys.stderr)

@@ -2,12 +2,13 @@
 
 import torch
 
-from classp.methods.base import Method
+from classp.methods.base import LR, Method
+from classp.methods.params import Param
 
 
 class AdaGrad(Method):
     name = "adagrad"
-    defaults = {"lr": 0.01, "eps": 1e-10}
+    PARAMS = {"lr": LR, "eps": Param(1e-10, "added to the denominator", low=0)}
 
     def optimizer(self, params):
         return torch.optim.Adagrad(params, lr=self.params["lr"], eps=self.params["eps"],

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from classp.errors import UserError
+from classp.methods.params import Param, check_params
 
 
 def tensor_bytes(tensors: Iterable[Tensor]) -> int:
@@ -54,59 +54,33 @@ class RunPlan:
     seed: int
 
 
-# Parameters that no method accepts below zero.
-NON_NEGATIVE = ("momentum", "ewc_lambda", "l2_lambda", "mas_lambda", "c", "threshold", "eps",
-                "gamma", "xi")
-
 # The optimizers a regularisation method (EWC, SI, L2, MAS) may step with: plain SGD in
 # the textbooks, Adam in the field's reference protocols (Hsu et al., van de Ven et al.).
 OPTIMIZERS = ("sgd", "adam", "adagrad")
 
-
-def check_choice(method: str, key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise UserError(f"method {method!r}: unknown {key} {value!r}; choose one of: "
-                        f"{', '.join(allowed)}")
-
-
-def _check_type(method: str, key: str, value: Any, default: Any) -> None:
-    """A value (from a spec or `--param`) has its default's kind: a finite number where the
-    default is a number, true/false where it is a flag, a name where it is a name."""
-    if isinstance(default, bool):
-        ok, kind = isinstance(value, bool), "true or false"
-    elif isinstance(default, (int, float)):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        kind = "a finite number"
-    elif isinstance(default, str):
-        ok, kind = isinstance(value, str), "a name"
-    else:
-        return
-    if not ok:
-        raise UserError(f"method {method!r}: {key} must be {kind}, got {value!r}")
+# The parameters every method that steps with one of them declares.
+LR = Param(0.01, "learning rate", low=0, above=True)
+STEPPED_BY = {"lr": LR, "optimizer": Param("sgd", "the optimizer that steps the method",
+                                           choices=OPTIMIZERS)}
 
 
 class Method:
     name: ClassVar[str]
-    #: hyper-parameters and their defaults; anything else given is an error
+    #: its hyper-parameters, each declared once (classp.methods.params); anything else
+    #: given is an error
+    PARAMS: ClassVar[Mapping[str, Param]]
+    #: their defaults, derived from PARAMS
     defaults: ClassVar[Mapping[str, Any]]
     #: train on the union of tasks seen so far instead of the current task alone
     joint: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "PARAMS" in cls.__dict__:
+            cls.defaults = {k: p.default for k, p in cls.PARAMS.items()}
+
     def __init__(self, **params: Any):
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise UserError(f"method {self.name!r} has no parameter {unknown[0]!r}; its "
-                            f"parameters are: {', '.join(self.defaults)}")
-        for key, value in params.items():
-            _check_type(self.name, key, value, self.defaults[key])
-        self.params = {**self.defaults, **params}
-        lr = self.params.get("lr")
-        if lr is not None and not lr > 0:  # a finite number: _check_type
-            raise UserError(f"lr must be a positive number, got {lr!r}")
-        for key in NON_NEGATIVE:
-            value = self.params.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-                raise UserError(f"{key} must be >= 0, got {value!r}")
+        self.params = check_params(self.name, self.PARAMS, params)
 
     # -- hooks --------------------------------------------------------------------------
     def start_run(self, plan: RunPlan) -> None:
@@ -166,10 +140,6 @@ class SteppedBy(Method):
     """A method that steps with torch's SGD, Adam or AdaGrad, by its `optimizer` parameter
     (the regularisers and joint training), with torch's defaults besides lr, as the
     reference codes build them."""
-
-    def __init__(self, **params: Any):
-        super().__init__(**params)
-        check_choice(self.name, "optimizer", self.params["optimizer"], OPTIMIZERS)
 
     def optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         name, lr = self.params["optimizer"], self.params["lr"]

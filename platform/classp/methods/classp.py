@@ -13,32 +13,30 @@ threshold 0 with the decay on. Three schedules say when:
 The accumulator is never reset between tasks.
 """
 
-from classp.errors import UserError
 from classp.methods.base import Method
+from classp.methods.params import Param
 from classp.optim import CLASSP as CLASSPOptimizer
-from classp.optim import RULES, validate_hyperparameters
+from classp.optim import RULES
 
 SCHEDULES = ("paper", "published", "constant")
 
 
 class CLASSPMethod(Method):
     name = "classp"
-    defaults = {"lr": 0.2, "threshold": 0.0, "power": 1.0, "eps": 1e-5, "decay": True,
-                "rule": "algorithm", "schedule": "constant"}
+    PARAMS = {
+        "lr": Param(0.2, "learning rate", low=0, above=True),
+        "threshold": Param(0.0, "squared-gradient threshold below which a weight is left alone",
+                           low=0),
+        "power": Param(1.0, "the exponent p", low=0, above=True),
+        "eps": Param(1e-5, "added to the accumulator before the root", low=0),
+        "decay": Param(True, "divide steps by the accumulated adjustment"),
+        "rule": Param("algorithm", "which statement of the rule", choices=RULES),
+        "schedule": Param("constant", "constant settings, or the paper's or the published phase switch",
+                          choices=SCHEDULES),
+    }
 
     def __init__(self, **params):
         super().__init__(**params)
-        p = self.params
-        if p["schedule"] not in SCHEDULES:
-            raise UserError(f"unknown CLASSP schedule {p['schedule']!r}; choose one of: "
-                            f"{', '.join(SCHEDULES)}")
-        if p["rule"] not in RULES:
-            raise UserError(f"unknown CLASSP rule {p['rule']!r}; choose one of: {', '.join(RULES)}")
-        try:
-            validate_hyperparameters(p["lr"], p["threshold"], p["power"], p["eps"],
-                                     bool(p["decay"]), p["rule"])
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
         self.track_updates = False  # the engine turns it on when a tracker wants sparsity
         self.switch_step = None  # "published": the first step of phase two
         self.steps_done = 0

@@ -41,8 +41,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from classp.errors import UserError
-from classp.methods.base import SteppedBy
+from classp.methods.base import LR, STEPPED_BY, SteppedBy
+from classp.methods.params import Param
 from classp.methods.per_sample import functional_parts, mean_over_samples
 
 FISHERS = ("sample", "exact", "predicted", "batch")
@@ -52,21 +52,21 @@ VARIANTS = ("textbook", "published-vision", "published-text")
 
 class EWC(SteppedBy):
     name = "ewc"
-    defaults = {"lr": 0.01, "ewc_lambda": 100.0, "fisher": "sample", "mode": "separate",
-                "gamma": 1.0, "fisher_samples": 1024, "fisher_batch": 32, "variant": "textbook",
-                "optimizer": "sgd"}
+    PARAMS = {
+        "lr": LR,
+        "ewc_lambda": Param(100.0, "penalty weight", low=0),
+        "fisher": Param("sample", "empirical (sample), exact, predicted-label or batch Fisher",
+                        choices=FISHERS),
+        "mode": Param("separate", "a penalty per task, or one online", choices=MODES),
+        "gamma": Param(1.0, "online: decay of the old Fisher", low=0),
+        "fisher_samples": Param(1024, "samples the Fisher is estimated on", low=1),
+        "fisher_batch": Param(32, "batch of the Fisher estimate", low=1),
+        "variant": Param("textbook", "the textbook's or the author's procedures", choices=VARIANTS),
+        "optimizer": STEPPED_BY["optimizer"],
+    }
 
     def __init__(self, **params):
         super().__init__(**params)
-        p = self.params
-        if p["fisher"] not in FISHERS:
-            raise UserError(f"unknown EWC fisher {p['fisher']!r}; choose one of: {', '.join(FISHERS)}")
-        if p["mode"] not in MODES:
-            raise UserError(f"unknown EWC mode {p['mode']!r}; choose one of: {', '.join(MODES)}")
-        if p["variant"] not in VARIANTS:
-            raise UserError(f"unknown EWC variant {p['variant']!r}; choose one of: {', '.join(VARIANTS)}")
-        if p["ewc_lambda"] < 0:
-            raise UserError(f"ewc_lambda must be >= 0, got {p['ewc_lambda']}")
         self.anchors: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []  # (F, w*)
         self.steps_done = 0
         self.penalty_from_step = 1  # published-vision: the first step after epoch 1

@@ -8,7 +8,8 @@ row, reached with fewer steps; earlier rows are the untrained model. With a head
 each sample goes through its own.
 """
 
-from classp.methods.base import SteppedBy, check_choice
+from classp.methods.base import STEPPED_BY, SteppedBy
+from classp.methods.params import Param
 
 UNIONS = ("growing", "final")
 
@@ -16,11 +17,7 @@ UNIONS = ("growing", "final")
 class Joint(SteppedBy):
     name = "joint"
     joint = True
-    defaults = {"lr": 0.01, "optimizer": "sgd", "union": "growing"}
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        check_choice(self.name, "union", self.params["union"], UNIONS)
+    PARAMS = {**STEPPED_BY, "union": Param("growing", "growing: all tasks so far at each task; final: all at once at the last", choices=UNIONS)}
 
     def skips_task(self, task_index: int, num_tasks: int) -> bool:
         return self.params["union"] == "final" and task_index < num_tasks - 1

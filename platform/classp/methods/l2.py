@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import torch
 
-from classp.methods.base import SteppedBy
+from classp.methods.base import STEPPED_BY, SteppedBy
+from classp.methods.params import Param
 
 
 class L2(SteppedBy):
     name = "l2"
-    defaults = {"lr": 0.01, "l2_lambda": 1.0, "optimizer": "sgd"}
+    PARAMS = {**STEPPED_BY, "l2_lambda": Param(1.0, "penalty weight", low=0)}
 
     def __init__(self, **params):
         super().__init__(**params)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, grad, vmap
 
-from classp.methods.base import SteppedBy, check_choice
+from classp.methods.base import STEPPED_BY, SteppedBy
+from classp.methods.params import Param
 from classp.methods.per_sample import functional_parts, mean_over_samples
 from classp.scenarios import seen_count, seen_outputs
 
@@ -26,12 +27,13 @@ ESTIMATES = ("sample", "batch")
 
 class MAS(SteppedBy):
     name = "mas"
-    defaults = {"lr": 0.01, "mas_lambda": 1.0, "optimizer": "sgd", "estimate": "sample",
-                "importance_samples": 1024, "importance_batch": 128}
+    PARAMS = {**STEPPED_BY, "mas_lambda": Param(1.0, "penalty weight", low=0),
+              "estimate": Param("sample", "importance per sample or per batch", choices=ESTIMATES),
+              "importance_samples": Param(1024, "samples the importance is estimated on", low=1),
+              "importance_batch": Param(128, "batch of the importance estimate", low=1)}
 
     def __init__(self, **params):
         super().__init__(**params)
-        check_choice(self.name, "estimate", self.params["estimate"], ESTIMATES)
         self.omega: list[torch.Tensor] = []
         self.anchor: list[torch.Tensor] = []
 

@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import torch
 
-from classp.errors import UserError
-from classp.methods.base import SteppedBy
+from classp.methods.base import STEPPED_BY, SteppedBy
+from classp.methods.params import Param
 
 
 class SI(SteppedBy):
     name = "si"
-    defaults = {"lr": 0.01, "c": 0.1, "xi": 0.1, "optimizer": "sgd"}
+    PARAMS = {**STEPPED_BY, "c": Param(0.1, "penalty weight", low=0),
+              "xi": Param(0.1, "damping of the importance", low=0, above=True)}
 
     def __init__(self, **params):
         super().__init__(**params)
-        if self.params["c"] < 0 or self.params["xi"] <= 0:
-            raise UserError("SI needs c >= 0 and xi > 0")
         self.omega: list[torch.Tensor] = []
         self.anchor: list[torch.Tensor] = []  # weights at the start of the current task
         self.path: list[torch.Tensor] = []  # W, the running path integral
