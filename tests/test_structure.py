@@ -68,3 +68,9 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_import_cycle_in_the_package():
     assert cycles({name: imports(path) for name, path in MODULES.items()}) == []
+
+
+def test_no_module_is_too_long_to_read_whole():
+    long = {name: n for name, path in MODULES.items()
+            if (n := len(path.read_text().splitlines())) > MODULE_LINE_LIMIT}
+    assert long == {}, f"modules over {MODULE_LINE_LIMIT} lines: split them"

@@ -34,7 +34,7 @@ before anything runs. A spec looks like `studies/split-digits.toml`:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from classp.run_config import (
 )
 from classp.tomlfile import Table, read_toml
 from classp.tracking import check_name
+from classp.tuning_protocols import TUNING_PROTOCOLS, Tuning
 
 OBJECTIVES = ("accuracy", "old-new")
 SAMPLERS = ("tpe", "random")
@@ -79,60 +80,6 @@ class MethodSpec:
     search: dict[str, Distribution]
     fixed: dict[str, Any] = field(default_factory=dict)
     paper: dict[str, Any] | None = None  # the paper's own settings: enqueued as the first trial
-
-
-TUNING_PROTOCOLS = ("same-stream", "first-tasks", "held-out-stream")
-
-
-@dataclass(frozen=True)
-class Tuning:
-    """Which data a study's trials tune on ([tuning] in a spec).
-
-    - "same-stream": every task of the reported stream (validation splits); the chosen
-      values have seen the future, as most published tuning has.
-    - "first-tasks": the first `tasks` tasks only (Chaudhry et al. 2019); confirmation
-      trains the whole stream and reports the tasks after them.
-    - "held-out-stream": another stream, `stream`, that shares no task with the reported
-      one (Cha and Cho 2024): e.g. tune on split-fmnist, report split-mnist.
-    """
-
-    protocol: str = "same-stream"
-    tasks: int | None = None
-    stream: str | None = None
-
-    @property
-    def key(self) -> str:
-        """One string that tells two tunings apart (kept on the Optuna study)."""
-        return {"first-tasks": f"first-tasks:{self.tasks}",
-                "held-out-stream": f"held-out-stream:{self.stream}"}.get(self.protocol, self.protocol)
-
-    @classmethod
-    def from_key(cls, key: str) -> Tuning:
-        """The tuning a `key` names (as kept on studies and parent runs)."""
-        protocol, _, value = key.partition(":")
-        if protocol == "first-tasks":
-            return cls(protocol, tasks=int(value))
-        if protocol == "held-out-stream":
-            return cls(protocol, stream=value)
-        return cls(protocol)
-
-    @property
-    def first_reported(self) -> int:
-        """The index of the first task confirmation reports."""
-        return self.tasks if self.protocol == "first-tasks" else 0
-
-    def describe(self, sequence: str, task_names: list[str]) -> str:
-        """The line confirm opens with: which protocol chose the hyperparameters."""
-        if self.protocol == "first-tasks":
-            tuned, reported = task_names[:self.tasks], task_names[self.tasks:]
-            return (f"hyperparameters chosen by the first-tasks tuning protocol: trials trained "
-                    f"and scored on {', '.join(tuned)} only; reported here: {', '.join(reported)}")
-        if self.protocol == "held-out-stream":
-            return (f"hyperparameters chosen by the held-out-stream tuning protocol: trials ran "
-                    f"on {self.stream}, which shares no task with {sequence}, reported here")
-        return (f"hyperparameters chosen by the same-stream tuning protocol: trials ran on the "
-                f"validation splits of every task of {sequence}, the stream reported here (the "
-                f"chosen values have seen every task)")
 
 
 @dataclass(frozen=True)
@@ -171,6 +118,11 @@ class StudySpec:
         return f"{self.name}.{method}"
 
 
+# A spec's defaults are the dataclasses' own: declared once, above.
+DEFAULT = {f.name: f.default for f in fields(StudySpec) if f.default is not MISSING}
+DEFAULT_CONFIRM_SEEDS = list(DEFAULT["confirm_seeds"])  # five at least: a paired verdict needs a spread
+
+
 def load_spec(path: str | Path) -> StudySpec:
     path, data = read_toml(path, "study spec", "studies/split-digits.toml")
     return parse_spec(data, path)
@@ -191,26 +143,25 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     sequence = study.get("sequence", (str,), required=True)
     if sequence not in SEQUENCES:
         study.fail("sequence", f"unknown sequence {sequence!r}; allowed: {', '.join(SEQUENCES)}")
-    objective = study.get("objective", (str,), "accuracy")
+    objective = study.get("objective", (str,), DEFAULT["objective"])
     if objective not in OBJECTIVES:
         study.fail("objective", f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
-    n_trials = study.get("n_trials", (int,), 20)
+    n_trials = study.get("n_trials", (int,), DEFAULT["n_trials"])
     if n_trials is not None and n_trials < 1:
         study.fail("n_trials", f"must be at least 1, got {n_trials}")
-    timeout = study.get("timeout_minutes", (float, int), None)
+    timeout = study.get("timeout_minutes", (float, int), DEFAULT["timeout_minutes"])
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         study.fail("timeout_minutes", f"must be a positive number of minutes, got {timeout}")
-    population = study.get("population", (int,), 1)
+    population = study.get("population", (int,), DEFAULT["population"])
     if population < 1:
         study.fail("population", f"must be at least 1 (1: one trial at a time), got {population}")
-    seeds = _int_list(study, "seeds", [0])
-    # Five confirmation seeds at least by default: a paired verdict needs a spread.
-    confirm = _int_list(study, "confirm_seeds", [1000, 1001, 1002, 1003, 1004])
+    seeds = _int_list(study, "seeds", list(DEFAULT["seeds"]))
+    confirm = _int_list(study, "confirm_seeds", DEFAULT_CONFIRM_SEEDS)
     shared = sorted(set(seeds) & set(confirm))
     if shared:
         study.fail("confirm_seeds", f"seed {shared[0]} is also a tuning seed; confirmation "
                                     f"seeds must never be used in tuning")
-    tune_split = study.get("tune_split", (str,), "val")
+    tune_split = study.get("tune_split", (str,), DEFAULT["tune_split"])
     if tune_split not in SPLITS:
         study.fail("tune_split", f"unknown split {tune_split!r}; allowed: {', '.join(SPLITS)}")
 
@@ -223,22 +174,22 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
 
     sampler_t = top.sub("sampler")
     sampler_t.only({"name", "seed"})
-    sampler = sampler_t.get("name", (str,), "tpe")
+    sampler = sampler_t.get("name", (str,), DEFAULT["sampler"])
     if sampler not in SAMPLERS:
         sampler_t.fail("name", f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
-    sampler_seed = sampler_t.get("seed", (int,), 0)
+    sampler_seed = sampler_t.get("seed", (int,), DEFAULT["sampler_seed"])
     if not 0 <= sampler_seed < 2**32:  # numpy's seed range, which Optuna's samplers use
         sampler_t.fail("seed", f"must be between 0 and 2**32 - 1, got {sampler_seed}")
 
     pruner_t = top.sub("pruner")
     pruner_t.only({"name", "n_startup_trials"})
-    pruner = pruner_t.get("name", (str,), "none")
+    pruner = pruner_t.get("name", (str,), DEFAULT["pruner"])
     if pruner not in PRUNERS:
         pruner_t.fail("name", f"unknown pruner {pruner!r}; allowed: {', '.join(PRUNERS)}")
     if pruner != "none" and objective != "accuracy":
         pruner_t.fail("name", "pruning needs a single objective; use name = \"none\" with "
                               "objective \"old-new\"")
-    startup = pruner_t.get("n_startup_trials", (int,), 3)
+    startup = pruner_t.get("n_startup_trials", (int,), DEFAULT["pruner_startup_trials"])
     if startup < 0:
         pruner_t.fail("n_startup_trials", f"must be 0 or more, got {startup}")
 
@@ -267,7 +218,7 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
 def _tuning(table: Table, sequence: str, run: dict[str, Any]) -> Tuning:
     """The [tuning] table: the protocol and what it needs, checked against the stream."""
     table.only({"protocol", "tasks", "stream"})
-    protocol = table.get("protocol", (str,), "same-stream")
+    protocol = table.get("protocol", (str,), Tuning.protocol)
     if protocol not in TUNING_PROTOCOLS:
         table.fail("protocol", f"unknown tuning protocol {protocol!r}; allowed: "
                                f"{', '.join(TUNING_PROTOCOLS)}")

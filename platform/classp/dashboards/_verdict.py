@@ -13,8 +13,8 @@ from classp.dashboards._common import finished
 from classp.dashboards._plotly import go
 from classp.dashboards.runs import ExperimentRuns, RunRecord
 from classp.paper import PUBLISHED_SPLIT, published
-from classp.specs import Tuning
 from classp.tracking import TAG_REDUCES_TO
+from classp.tuning_protocols import Tuning
 
 TITLE = "Verdict: CLASSP against EWC, each method and the best baseline"
 RUNS = "confirm"  # the runs it reads: confirmation runs or study trials
