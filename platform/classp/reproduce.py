@@ -77,15 +77,9 @@ def load_reproduce_spec(path: str | Path) -> ReproduceSpec:
     top.only({"reproduce", "rows"})
     head = top.sub("reproduce", required=True)
     head.only({"name", "sequence", "table", "protocol", "seeds", "report_task"})
-    sequence = head.get("sequence", (str,), required=True)
-    if sequence not in SEQUENCES:
-        head.fail("sequence", f"unknown sequence {sequence!r}; allowed: {', '.join(SEQUENCES)}")
-    table = head.get("table", (str,), required=True)
-    if table not in TABLES:
-        head.fail("table", f"unknown table {table!r}; allowed: {', '.join(TABLES)}")
-    protocol = head.get("protocol", (str,), "paper")
-    if protocol not in PROTOCOLS:
-        head.fail("protocol", f"unknown protocol {protocol!r}; allowed: {', '.join(PROTOCOLS)}")
+    sequence = head.choice("sequence", SEQUENCES, required=True)
+    table = head.choice("table", TABLES, required=True)
+    protocol = head.choice("protocol", PROTOCOLS, "paper")
     seeds = head.get("seeds", (int,), PAPER_RUNS)
     if seeds < 1:
         head.fail("seeds", f"expected a positive integer, got {seeds!r}")
@@ -125,9 +119,7 @@ def row_tables(top: Table) -> list[Table]:
 
 def row_method(row: Table) -> tuple[str, dict[str, Any]]:
     """A row's method (a registered name) and its parameters as written."""
-    method = row.get("method", (str,), required=True)
-    if method not in METHODS:
-        row.fail("method", f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    method = row.choice("method", METHODS, required=True)
     return method, dict(row.get("params", (dict,), {}))
 
 

@@ -77,9 +77,7 @@ def load_scenario_table_spec(top: Table) -> ScenarioTableSpec:
     top.only({"reproduce", "rows"})
     head = top.sub("reproduce", required=True)
     head.only({"name", "table", "sequence", "protocol", "seeds", "scenarios"})
-    table = head.get("table", (str,), required=True)
-    if table not in REFERENCE_TABLES:
-        head.fail("table", f"unknown table {table!r}; allowed: {', '.join(REFERENCE_TABLES)}")
+    table = head.choice("table", REFERENCE_TABLES, required=True)
     reference = REFERENCE_TABLES[table]
     sequence = head.get("sequence", (str,), reference.sequence)
     protocol = head.get("protocol", (str,), reference.protocol)

@@ -140,12 +140,8 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
         check_name(name, "the study name")
     except UserError as exc:
         study.fail("name", str(exc))
-    sequence = study.get("sequence", (str,), required=True)
-    if sequence not in SEQUENCES:
-        study.fail("sequence", f"unknown sequence {sequence!r}; allowed: {', '.join(SEQUENCES)}")
-    objective = study.get("objective", (str,), DEFAULT["objective"])
-    if objective not in OBJECTIVES:
-        study.fail("objective", f"unknown objective {objective!r}; allowed: {', '.join(OBJECTIVES)}")
+    sequence = study.choice("sequence", SEQUENCES, required=True)
+    objective = study.choice("objective", OBJECTIVES, DEFAULT["objective"])
     n_trials = study.get("n_trials", (int,), DEFAULT["n_trials"])
     if n_trials is not None and n_trials < 1:
         study.fail("n_trials", f"must be at least 1, got {n_trials}")
@@ -161,9 +157,7 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
     if shared:
         study.fail("confirm_seeds", f"seed {shared[0]} is also a tuning seed; confirmation "
                                     f"seeds must never be used in tuning")
-    tune_split = study.get("tune_split", (str,), DEFAULT["tune_split"])
-    if tune_split not in SPLITS:
-        study.fail("tune_split", f"unknown split {tune_split!r}; allowed: {', '.join(SPLITS)}")
+    tune_split = study.choice("tune_split", SPLITS, DEFAULT["tune_split"], what="split")
 
     run = _run_settings(top.sub("run"))
     try:  # the engine's own checks, once, before any trial is written
@@ -174,18 +168,14 @@ def parse_spec(data: dict, path: Path) -> StudySpec:
 
     sampler_t = top.sub("sampler")
     sampler_t.only({"name", "seed"})
-    sampler = sampler_t.get("name", (str,), DEFAULT["sampler"])
-    if sampler not in SAMPLERS:
-        sampler_t.fail("name", f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    sampler = sampler_t.choice("name", SAMPLERS, DEFAULT["sampler"], what="sampler")
     sampler_seed = sampler_t.get("seed", (int,), DEFAULT["sampler_seed"])
     if not 0 <= sampler_seed < 2**32:  # numpy's seed range, which Optuna's samplers use
         sampler_t.fail("seed", f"must be between 0 and 2**32 - 1, got {sampler_seed}")
 
     pruner_t = top.sub("pruner")
     pruner_t.only({"name", "n_startup_trials"})
-    pruner = pruner_t.get("name", (str,), DEFAULT["pruner"])
-    if pruner not in PRUNERS:
-        pruner_t.fail("name", f"unknown pruner {pruner!r}; allowed: {', '.join(PRUNERS)}")
+    pruner = pruner_t.choice("name", PRUNERS, DEFAULT["pruner"], what="pruner")
     if pruner != "none" and objective != "accuracy":
         pruner_t.fail("name", "pruning needs a single objective; use name = \"none\" with "
                               "objective \"old-new\"")

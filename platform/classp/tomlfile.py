@@ -73,6 +73,14 @@ class Table:
             self.fail(key, f"expected {_names(types)}, got {type(value).__name__} {value!r}")
         return value
 
+    def choice(self, key: str, allowed, default=None, required: bool = False,
+               what: str | None = None):
+        """A name that must be one of `allowed`: 'unknown <what> 'x'; allowed: a, b'."""
+        value = self.get(key, (str,), default, required)
+        if value is not None and value not in allowed:
+            self.fail(key, f"unknown {what or key} {value!r}; allowed: {', '.join(allowed)}")
+        return value
+
     def sub(self, key: str, required: bool = False) -> Table:
         table = self.get(key, (dict,), default={}, required=required)
         return Table(self.path, table, f"{self.where}.{key}" if self.where else key)
