@@ -32,7 +32,7 @@ from classp.methods import METHODS, build_method
 from classp.paper import PAPER_RUNS, TABLES
 from classp.paths import read_output
 from classp.population import check_can_train
-from classp.seed_runs import tracked_seed_runs
+from classp.seed_runs import SeedProgress, tracked_seed_runs
 from classp.tomlfile import Table, read_spec
 from classp.tracking import (
     TAG_KIND,
@@ -198,7 +198,7 @@ def reproduce(spec: ReproduceSpec, seeds: int | None = None, subsample: float = 
         return tuple(r for r in row.rules if r is None or r in chosen_rules)
 
     total = sum(len(rules_of(spec.rows[i])) for i in picked) * seeds
-    done = 0
+    progress = SeedProgress(total, echo)
     with tracking.ending_on_error(parent):
         for i in picked:
             row = spec.rows[i]
@@ -216,16 +216,11 @@ def reproduce(spec: ReproduceSpec, seeds: int | None = None, subsample: float = 
 
                 for seed, result in tracked_seed_runs(tracking, experiment_id, parent, list(range(seeds)),
                                                       population, sequence, describe):
-                    done += 1
-                    if result.status == "finished":
+                    def record(result, seed=seed, cell=cell):
                         cell.train[seed] = 100 * result.accuracy["train"][-1][column]
                         cell.test[seed] = 100 * result.accuracy["test"][-1][column]
-                        outcome = f"{cell.train[seed]:.2f}% (published eval), {cell.test[seed]:.2f}% (test)"
-                    else:
-                        cell.diverged.append(seed)
-                        outcome = f"{result.status} at step {(result.diverged_at or {}).get('step')}"
-                    echo(f"[{done}/{total}] {row.label} | {rule or '-'} | seed {seed}: {outcome} "
-                         f"({result.seconds:.0f} s)")
+                        return f"{cell.train[seed]:.2f}% (published eval), {cell.test[seed]:.2f}% (test)"
+                    progress(f"{row.label} | {rule or '-'}", seed, result, record, cell.diverged)
     title = (f"{spec.name}: accuracy (%) on {spec.report_task} after the last task; {spec.sequence}, "
              f"protocol {spec.protocol}" + (f", subsample {subsample:g} of every split"
                                             if subsample < 1 else ", full data")

@@ -31,7 +31,7 @@ from classp.paths import read_output
 from classp.population import check_can_train
 from classp.reproduce import check_population_size, row_method, row_tables
 from classp.scenarios import SCENARIOS
-from classp.seed_runs import tracked_seed_runs
+from classp.seed_runs import SeedProgress, tracked_seed_runs
 from classp.tomlfile import Table
 from classp.tracking import (
     TAG_KIND,
@@ -172,7 +172,7 @@ def reproduce_scenarios(spec: ScenarioTableSpec, seeds: int | None = None, subsa
     parent = tracking.parent_run(experiment_id, spec.name, {TAG_SEQUENCE: spec.sequence,
                                                              TAG_KIND: "study"})
     cells: dict[tuple[int, str], Cell] = {}
-    total, done = len(picked) * len(chosen) * seeds, 0
+    progress = SeedProgress(len(picked) * len(chosen) * seeds, echo)
     with tracking.ending_on_error(parent):
         for i in picked:
             row = spec.rows[i]
@@ -191,15 +191,10 @@ def reproduce_scenarios(spec: ScenarioTableSpec, seeds: int | None = None, subsa
 
                 for seed, result in tracked_seed_runs(tracking, experiment_id, parent, list(range(seeds)),
                                                       population, sequences[scenario], describe):
-                    done += 1
-                    if result.status == "finished":
+                    def record(result, seed=seed, cell=cell):
                         cell.acc[seed] = 100 * result.metrics["test"]["acc"]
-                        outcome = f"{cell.acc[seed]:.2f}% (ACC, test)"
-                    else:
-                        cell.diverged.append(seed)
-                        outcome = f"{result.status} at step {(result.diverged_at or {}).get('step')}"
-                    echo(f"[{done}/{total}] {row.label} | {scenario} | seed {seed}: {outcome} "
-                         f"({result.seconds:.0f} s)")
+                        return f"{cell.acc[seed]:.2f}% (ACC, test)"
+                    progress(f"{row.label} | {scenario}", seed, result, record, cell.diverged)
     title = _title(spec, f"subsample {subsample:g} of every split" if subsample < 1 else "full data")
     table = format_scenario_table(spec, cells, title, seeds, chosen)
     echo(table)

@@ -39,3 +39,23 @@ def tracked_seed_runs(tracking: Tracking, experiment_id: str, parent_id: str, se
         for seed, run_id, result in zip(chunk, run_ids, results):
             tracking.finish(run_id, result.status if result.status != "stopped" else "failed")
             yield seed, result
+
+
+class SeedProgress:
+    """The per-seed lines of a reproduction: '[done/total] label | seed s: outcome (t s)'.
+    A finished run's outcome is what `record` keeps of it (and says); any other is noted
+    in `diverged` with the step it stopped at."""
+
+    def __init__(self, total: int, echo: Callable[[str], None]):
+        self.total, self.done, self.echo = total, 0, echo
+
+    def __call__(self, label: str, seed: int, result: Result, record: Callable[[Result], str],
+                 diverged: list[int]) -> None:
+        self.done += 1
+        if result.status == "finished":
+            outcome = record(result)
+        else:
+            diverged.append(seed)
+            outcome = f"{result.status} at step {(result.diverged_at or {}).get('step')}"
+        self.echo(f"[{self.done}/{self.total}] {label} | seed {seed}: {outcome} "
+                  f"({result.seconds:.0f} s)")
