@@ -74,3 +74,34 @@ def update_histogram(counts: Tensor, steps: int, bins: int = 20) -> dict:
     hist = torch.bincount(index, minlength=n_bins)[:n_bins]
     return {"edges": edges.tolist(), "counts": hist.tolist(), "numel": int(values.numel()),
             "steps": steps}
+
+
+class SparsityReadings:
+    """What a run's update counts say, window by window and task by task: the arithmetic
+    behind the `sparsity/...` metrics (tracking only logs what this returns)."""
+
+    def __init__(self) -> None:
+        self._previous_totals: list[float] | None = None
+        self._task_start: dict[str, Tensor] | None = None
+
+    def window(self, updates: UpdateCounter, steps_in_window: int) -> float:
+        """The share of all weights that a step of the window left unchanged (one host read
+        for every tensor)."""
+        totals = updates.totals().tolist()
+        previous = self._previous_totals or [0.0] * len(totals)
+        moved = (sum(totals) - sum(previous)) / (sum(updates.sizes()) * steps_in_window)
+        self._previous_totals = totals
+        return 1.0 - moved
+
+    def task_end(self, updates: UpdateCounter, steps_in_task: int) -> tuple[dict, dict[str, float]]:
+        """Per parameter, the histogram of how many of the task's steps moved each weight,
+        and the share of weights a step of the task left unchanged."""
+        counts = updates.counts()
+        start = self._task_start or {}
+        histograms, unchanged = {}, {}
+        for name, c in counts.items():
+            delta = c - start[name] if name in start else c
+            histograms[name] = update_histogram(delta, steps_in_task)
+            unchanged[name] = 1.0 - float(delta.sum()) / (delta.numel() * max(steps_in_task, 1))
+        self._task_start = {n: c.clone() for n, c in counts.items()}
+        return histograms, unchanged

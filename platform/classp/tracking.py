@@ -280,8 +280,7 @@ class RunLogger:
         self.log_steps, self.log_params, self.prefix = log_steps, log_params, prefix
         self.extra_params = extra_params or {}
         self._metrics: list = []
-        self._previous_totals: list[float] | None = None
-        self._task_start_counts: dict | None = None
+        self._sparsity = None  # classp.sparsity.SparsityReadings, from the run's start
         self.histograms: list[dict] = []
 
     # -- buffered logging -----------------------------------------------------------------
@@ -306,9 +305,16 @@ class RunLogger:
             self.client.log_batch(self.run_id, params=items[start:start + MAX_PARAMS_PER_BATCH],
                                   synchronous=True)
 
+    def _readings(self):
+        if self._sparsity is None:
+            from classp.sparsity import SparsityReadings
+
+            self._sparsity = SparsityReadings()
+        return self._sparsity
+
     # -- engine events --------------------------------------------------------------------
     def on_run_start(self, config, sequence, model, method) -> None:
-        self._task_start_counts = None
+        self._sparsity = None  # a new run's counts start from zero
         if not self.log_params:
             return
         from classp import threads
@@ -328,32 +334,21 @@ class RunLogger:
             # per-parameter shares are logged per task (on_task_end), with the histograms.
             # Per-parameter curves at every window would multiply the metric rows by the
             # number of tensors: most of a study's MLflow store.
-            totals = event.updates.totals().tolist()  # one host read for every tensor
-            previous = self._previous_totals or [0.0] * len(totals)
-            updated = (sum(totals) - sum(previous)) / (sum(event.updates.sizes()) * event.steps_in_window)
-            self.metric("sparsity/all", 1.0 - updated, event.step)
-            self._previous_totals = totals
+            self.metric("sparsity/all", self._readings().window(event.updates, event.steps_in_window),
+                        event.step)
 
     def on_task_end(self, event) -> None:
-        from classp.sparsity import update_histogram
-
         for split, accuracies in event.accuracy.items():
             for j, a in enumerate(accuracies):
                 self.metric(f"accuracy/{split}/task{j + 1}", a, event.task + 1)
             seen = accuracies[: event.task + 1]
             self.metric(f"accuracy/{split}/seen_mean", sum(seen) / len(seen), event.task + 1)
         if event.updates is not None:
-            counts = event.updates.counts()
-            start = self._task_start_counts or {}
-            params = {}
-            for name, c in counts.items():
-                delta = c - start[name] if name in start else c
-                params[name] = update_histogram(delta, event.steps_in_task)
-                moved = float(delta.sum()) / (delta.numel() * max(event.steps_in_task, 1))
-                self.metric(f"sparsity/{name}", 1.0 - moved, event.step)
+            params, unchanged = self._readings().task_end(event.updates, event.steps_in_task)
+            for name, share in unchanged.items():
+                self.metric(f"sparsity/{name}", share, event.step)
             self.histograms.append({"task": event.task + 1, "task_name": event.task_name,
                                     "steps": event.steps_in_task, "params": params})
-            self._task_start_counts = {n: c.clone() for n, c in counts.items()}
         self.flush()
 
     def on_run_end(self, result) -> None:
