@@ -138,6 +138,9 @@ def test_what_populations_cannot_train_is_refused_before_anything_is_recorded(tm
                           env={"CLASSP_HOME": str(home)})
         assert (done.returncode, done.stderr.strip()) == (2, message)
         assert (home / "optuna.journal").read_bytes() == journal
+    done = run_classp("study", "confirm", TINY_STUDY, "--population", 0, env={"CLASSP_HOME": str(home)})
+    assert (done.returncode, done.stderr.strip()) == (2, cases[0][1])
+    assert (home / "optuna.journal").read_bytes() == journal
 
 
 def _numbers(line: str) -> list[float]:
