@@ -135,6 +135,14 @@ def test_an_empty_or_header_only_text_file_is_called_so(tmp_path, content, messa
     assert message in str(err.value) and "instead" not in str(err.value)
 
 
+def test_a_jsonl_file_of_blank_lines_has_no_data_rows(tmp_path):
+    """Found by reading the file, not from the datasets library's own error text."""
+    (tmp_path / "financial_phrasebank.jsonl").write_text("\n  \n")
+    _write_csv(tmp_path / "imdb.csv", ["text", "label"], [("a b", 0)])
+    with pytest.raises(UserError, match="financial_phrasebank.jsonl has no data rows"):
+        load_sequence("fpb-imdb", DataOptions(data_dir=tmp_path))
+
+
 def test_a_hub_dataset_is_read_from_the_cache_unless_download_is_asked(tmp_path):
     """Without --download no request leaves the machine: offline, the Hub client would
     retry for half a minute, logging each try, before the same failure."""
