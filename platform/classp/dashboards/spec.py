@@ -16,13 +16,13 @@ PANELS = ("verdict", "table1", "matrices", "forgetting", "pareto", "history", "s
 
 @dataclass(frozen=True)
 class DashboardSpec:
-    path: Path
-    name: str
-    title: str
     sequences: tuple[str, ...]
     methods: tuple[str, ...]
     panels: tuple[str, ...]
-    split: str = "test"
+    name: str
+    title: str
+    path: Path
+    split: str = "test"  # the split whose accuracies the panels show
 
 
 def load_dashboard_spec(path: str | Path) -> DashboardSpec:
