@@ -1,6 +1,7 @@
 """Population runs (classp.population): each member of a population gets the Result that
-`engine.run` gives its config alone, within float tolerance, for every method, in every
-scenario the MLPs take; a member that diverges or is stopped leaves without stopping
+`engine.run` gives its config alone, within float tolerance, for every method, with an MLP
+and with the paper's CNN (its dropout masks each member's own, the very masks of its run
+alone), in every scenario; a member that diverges or is stopped leaves without stopping
 the others; what populations cannot train yet is refused in one line."""
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import pytest
 import torch
 
 from classp.data import DataOptions, load_sequence
+from classp.data.base import Split, Task, TaskSequence, TrainingProtocol
 from classp.engine import RunConfig, StopRun, run
 from classp.errors import UserError
+from classp.models import InputShape
 from classp.population import run_population
 
 # Batched products round differently from single ones (an ulp). Over a short run that
@@ -21,6 +24,7 @@ from classp.population import run_population
 # other. So: nearly every weight within the tolerance, and at most a few test samples
 # answered differently.
 WEIGHT_TOLERANCE = 1e-3
+WEIGHT_RELATIVE_TOLERANCE = 1e-4  # a weight a run has grown large (EWC's stiff output bias)
 SHARE_OF_WEIGHTS_WITHIN = 0.97
 ACCURACY_TOLERANCE = 0.02
 
@@ -43,6 +47,15 @@ METHOD_PARAMS = {
 @pytest.fixture(scope="module")
 def permuted():
     return load_sequence("permuted-digits", DataOptions(num_tasks=3))
+
+
+@pytest.fixture(scope="module")
+def permuted_in_train_mode():
+    """Two permuted-digits tasks whose training sets are also evaluated with dropout on, as
+    the paper's protocol does: evaluation draws from each member's generator too."""
+    sequence = load_sequence("permuted-digits", DataOptions(num_tasks=2))
+    return dataclasses.replace(sequence, protocol=dataclasses.replace(
+        sequence.protocol, eval_train=True, train_eval_mode="train"))
 
 
 class Weights:
@@ -85,7 +98,8 @@ def _assert_same_run(alone, member, alone_weights, member_weights):
     assert len(member_weights.at_task_end) == len(alone_weights.at_task_end)
     for got, want in zip(member_weights.at_task_end, alone_weights.at_task_end):
         for g, w in zip(got, want):
-            within = ((g - w).abs() <= WEIGHT_TOLERANCE).float().mean().item()
+            within = torch.isclose(g, w, rtol=WEIGHT_RELATIVE_TOLERANCE,
+                                   atol=WEIGHT_TOLERANCE).float().mean().item()
             assert within >= SHARE_OF_WEIGHTS_WITHIN, f"{within:.4f} of the weights within {WEIGHT_TOLERANCE}"
 
 
@@ -99,11 +113,51 @@ def test_each_member_is_the_run_alone_for_every_method(method, permuted):
         assert pair[1].status == "finished"
 
 
+@pytest.mark.parametrize("method", sorted(METHOD_PARAMS))
+def test_each_member_is_the_run_alone_with_the_papers_cnn_and_its_dropout(method, permuted_in_train_mode):
+    configs = [RunConfig(sequence="permuted-digits", model="paper-cnn", method=method,
+                         method_params=params, seed=seed, epochs=1, num_tasks=2, shuffle=True,
+                         track_updates=True)
+               for seed, params in zip((0, 7, 11), METHOD_PARAMS[method])]
+    for alone, member, alone_weights, member_weights in _alone_and_together(configs, permuted_in_train_mode):
+        _assert_same_run(alone, member, alone_weights, member_weights)
+        assert member.status == "finished" and len(member.accuracy["train"]) == 3
+
+
+def test_the_published_cnns_channel_dropout_is_each_members_own(permuted_in_train_mode):
+    configs = [RunConfig(sequence="permuted-digits", model="paper-cnn-published", method=method,
+                         method_params=params, seed=seed, epochs=1, num_tasks=2)
+               for seed, method, params in ((0, "classp", {"lr": 0.05, "eps": 1e-3}),
+                                            (1, "sgd", {"lr": 0.05}), (2, "ewc", {"lr": 0.05}))]
+    pairs = _alone_and_together(configs, permuted_in_train_mode)
+    for pair in pairs:
+        _assert_same_run(*pair)
+    # Far below what one other dropout mask would move a weight by.
+    assert max((g - w).abs().max().item() for g, w in zip(pairs[1][3].at_task_end[-1],
+                                                          pairs[1][2].at_task_end[-1])) < 1e-4
+
+
+def test_a_cnn_member_that_diverges_or_is_stopped_leaves_and_the_others_go_on(permuted_in_train_mode):
+    configs = [RunConfig(sequence="permuted-digits", model="paper-cnn", method="sgd",
+                         method_params={"lr": lr}, seed=seed, epochs=1, num_tasks=2)
+               for seed, lr in ((0, 0.05), (1, 1e6), (2, 0.1))]
+    together_watch = [Weights() for _ in configs]
+    observers = [[together_watch[0]], [together_watch[1]], [together_watch[2], StopAfterFirstTask()]]
+    together = run_population(configs, observers, sequence=permuted_in_train_mode)
+    assert [r.status for r in together] == ["finished", "diverged", "stopped"]
+    for config, member, member_weights, extra in zip(configs, together, together_watch,
+                                                     ([], [], [StopAfterFirstTask()])):
+        alone_weights = Weights()
+        alone = run(config, [alone_weights, *extra], sequence=permuted_in_train_mode)
+        _assert_same_run(alone, member, alone_weights, member_weights)
+
+
+@pytest.mark.parametrize("model", ["mlp", "paper-cnn"])
 @pytest.mark.parametrize("scenario", ["task", "class", "domain"])
-def test_each_member_is_the_run_alone_in_every_scenario(scenario):
+def test_each_member_is_the_run_alone_in_every_scenario(scenario, model):
     sequence = load_sequence("split-digits", DataOptions(scenario=scenario))
     configs = [RunConfig(sequence="split-digits", scenario=scenario, method=method, seed=seed,
-                         epochs=1, method_params=params)
+                         epochs=1, method_params=params, model=model)
                for seed, method, params in ((0, "sgd", {"lr": 0.05}), (1, "ewc", {"lr": 0.05}),
                                             (2, "classp", {"lr": 0.05, "eps": 1e-3}))]
     for pair in _alone_and_together(configs, sequence):
@@ -164,9 +218,9 @@ def test_what_populations_cannot_train_yet_is_refused_in_one_line(permuted):
         ([base, dataclasses.replace(base, seed=1, epochs=2)],
          "the runs of a population differ in epochs (1 and 2); only seed, method and method "
          "parameters may differ: run the others as a population of their own"),
-        ([dataclasses.replace(base, model="paper-cnn")] * 2,
-         "populations train MLPs for now (mlp, mlp-400, mlp-1000), not 'paper-cnn': run them "
-         "one by one (population 1)"),
+        ([dataclasses.replace(base, loss_targets=(0.5,))] * 2,
+         "populations train fixed epochs; this protocol ends tasks at loss targets: give "
+         "--epochs, or run them one by one (population 1)"),
         ([dataclasses.replace(base, method="joint"), dataclasses.replace(base, method="sgd")],
          "joint training and sequential methods cannot share a population"),
         ([], "a population needs at least one run"),
@@ -175,3 +229,19 @@ def test_what_populations_cannot_train_yet_is_refused_in_one_line(permuted):
         with pytest.raises(UserError) as raised:
             run_population(configs, sequence=permuted)
         assert str(raised.value) == message
+
+
+def test_the_transformers_are_refused_in_one_line():
+    def split(n):
+        return Split(torch.randint(1, 50, (n, 30)), torch.randint(0, 3, (n,)))
+
+    tokens = TaskSequence("tokens", [Task(name, split(8), split(4), split(4)) for name in "ab"],
+                          InputShape("tokens", (30,), 3, vocab_size=50),
+                          TrainingProtocol(epochs=(1, 1), model="paper-transformer"))
+    config = RunConfig(sequence="fpb-imdb", epochs=1)
+    with pytest.raises(UserError) as raised:
+        run_population([config, dataclasses.replace(config, seed=1)], sequence=tokens)
+    assert str(raised.value) == (
+        "populations train the MLPs and the paper's CNN for now (mlp, mlp-400, mlp-1000, "
+        "paper-cnn, paper-cnn-published), not 'paper-transformer': run them one by one "
+        "(population 1)")

@@ -177,12 +177,21 @@ def test_a_bad_reproduce_spec_is_one_line(tmp_path, classp_home):
     assert "rows[3].paper_row: 'adam' is not a row of table1" in out.stderr
 
 
-def test_populations_refuse_the_papers_cnn_before_anything_is_recorded(vision_data_dir, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    out = run_classp("reproduce", TINY, "--data-dir", vision_data_dir, "--population", "2",
-                     "--tracking-uri", uri, env={"CLASSP_HOME": str(tmp_path / "home")})
-    assert (out.returncode, out.stderr.strip()) == (2, (
-        "classp: error: populations train MLPs for now (mlp, mlp-400, mlp-1000), not "
-        "'paper-cnn-published': run them one by one (population 1)"))
-    client = MlflowClient(uri)
-    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+def test_reproduce_in_populations_prints_the_table_of_reproduce_one_by_one(vision_data_dir, tmp_path):
+    """The paper's CNN, its channel dropout and its training-mode evaluation, two seeds a
+    population: the table of the runs one by one, within float tolerance."""
+    tables = []
+    for population in ("1", "2"):
+        uri = f"sqlite:///{tmp_path / population / 'mlflow.db'}"
+        out = run_classp("reproduce", TINY, "--data-dir", vision_data_dir, "--population", population,
+                         "--tracking-uri", uri, env={"CLASSP_HOME": str(tmp_path / population)})
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.strip().splitlines()
+        tables.append(lines[next(i for i, line in enumerate(lines) if line.startswith("tiny-table1")):])
+    alone, together = tables
+    assert len(alone) == len(together)
+    for a, b in zip(alone, together):
+        # The same words; every number within a few training samples of 200.
+        assert re.sub(r"-?\d+\.\d+", "#", a) == re.sub(r"-?\d+\.\d+", "#", b)
+        numbers = [[float(t) for t in re.findall(r"-?\d+\.\d+", line)] for line in (a, b)]
+        assert numbers[0] == pytest.approx(numbers[1], abs=2.0), (a, b)

@@ -99,7 +99,7 @@ def _add_run_arguments(p: argparse.ArgumentParser, method_flags: bool) -> None:
 def _add_population_argument(parser, what: str) -> None:
     parser.add_argument("--population", type=int, default=None, metavar="K",
                         help=f"train K {what} at a time as one batched model (default: the "
-                             f"spec's population, else 1); MLPs only for now")
+                             f"spec's population, else 1); the MLPs and the paper's CNN for now")
 
 
 TRACKING_HELP = ("MLflow tracking URI (default: $CLASSP_TRACKING_URI, else "
@@ -175,7 +175,7 @@ def build_parser(method_flags: bool = False) -> argparse.ArgumentParser:
                        help=TRACKING_HELP)
     p_rep.add_argument("--population", type=int, default=None, metavar="K",
                        help="train K seeds of a row at a time as one batched model (default 1); "
-                            "MLPs only for now")
+                            "the MLPs and the paper's CNN for now")
     p_rep.add_argument("--device", default="auto",
                        help="auto (default: a GPU if there is one), cpu, cuda or cuda:N")
     p_rep.add_argument("--from-logs", nargs="+", default=None, metavar="FILE",

@@ -22,22 +22,30 @@ The forward and backward, most of a small model's step, are paid once for K memb
 A member that diverges or is stopped (a pruned trial) leaves the population: it is no
 longer stepped, evaluated or reported, and the others go on.
 
-Not yet: models other than the MLPs (the paper's CNN and transformer have dropout, whose
-masks would not be each member's own draws), loss-target protocols (members would end
-tasks at different passes) and joint training with a head per task (a head chosen per
-sample, per member). Each is refused in one line.
+Each member draws its random numbers (dropout, and anything its method draws at a task's
+end) from its own generator, which starts where the global generator stands once its run
+alone has built its model: per-member work (evaluation, the method's begin and end of
+task) runs with the member's generator put in the global one's place, and the batched
+forward draws each member's dropout masks from it (classp.population_models). So on a
+CPU a member meets the very draws of its run alone.
+
+Models: the MLPs and the paper's CNN (classp.population_models). Not yet: the
+transformers, loss-target protocols (members would end tasks at different passes) and
+joint training with a head per task (a head chosen per sample, per member). Each is
+refused in one line.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from classp import interrupts, scenarios
+from classp import interrupts, population_models, scenarios
 from classp.data import TaskSequence
 from classp.engine import (
     Layout,
@@ -47,6 +55,7 @@ from classp.engine import (
     StepEvent,
     StopRun,
     TaskEndEvent,
+    _has_convolutions,
     _joint_split,
     _progress_bar,
     evaluate_tasks,
@@ -77,6 +86,7 @@ class _Member:
     optimizer: torch.optim.Optimizer
     updates: UpdateCounter | None
     shuffler: torch.Generator
+    draws: torch.Generator  # the member's own global generator (dropout, method draws)
     observers: list
     R: dict[str, list[list[float]]] = field(default_factory=dict)
     status: str = "finished"  # or "diverged", "stopped"
@@ -110,9 +120,10 @@ def check_can_train(config: RunConfig, sequence: TaskSequence) -> None:
     with torch.device("meta"):  # the model's structure without its memory
         model = build_model(model_name, sequence.input)
         scenarios.install(model, sequence)
-    if _mlp_layers(model) is None:
-        raise UserError(f"populations train MLPs for now (mlp, mlp-400, mlp-1000), not "
-                        f"{model_name!r}: run them one by one (population 1)")
+    if not population_models.supports(model):
+        raise UserError(f"populations train the MLPs and the paper's CNN for now (mlp, mlp-400, "
+                        f"mlp-1000, paper-cnn, paper-cnn-published), not {model_name!r}: run "
+                        f"them one by one (population 1)")
     if loss_targets(config, sequence) is not None:
         raise UserError("populations train fixed epochs; this protocol ends tasks at loss targets: "
                         "give --epochs, or run them one by one (population 1)")
@@ -130,17 +141,19 @@ def run_population(configs: list[RunConfig], observers: list[list[Observer]] | N
     layout = lay_out(configs[0], sequence)
     for config in configs:
         check_can_train(config, layout.sequence)
-    members = [_build_member(c, o, layout) for c, o in zip(configs, observers)]
+    members, sequence = _build_members(configs, observers, layout)
     if len({m.method.joint for m in members}) > 1:
         raise UserError("joint training and sequential methods cannot share a population")
-    sequence = layout.sequence  # MLPs only (check_can_train): no channels-last copy
     stacked = _stack(members)
-    forward = _batched_forward(members[0].model, stacked)
+    template = members[0].model
+    forward = population_models.batched_forward(template, stacked, [m.draws for m in members],
+                                                channels_last=_has_convolutions(template))
     for m in members:
         for obs in m.observers:
             obs.on_run_start(m.config, sequence, m.model, m.method)
-        m.R = {s: [evaluate_tasks(m.model, m.heads, sequence, s, layout, m.config.eval_batch_size)]
-               for s in layout.splits}
+        with _own_draws(m):
+            m.R = {s: [evaluate_tasks(m.model, m.heads, sequence, s, layout, m.config.eval_batch_size)]
+                   for s in layout.splits}
 
     tasks, K, step = sequence.tasks, len(members), 0
     method = members[0].method  # the loop's shape (skipped tasks, joint) is the same for all
@@ -151,7 +164,8 @@ def run_population(configs: list[RunConfig], observers: list[list[Observer]] | N
             for k, task in enumerate(tasks):
                 for m in _active(members):
                     scenarios.for_training(m.heads, sequence, k)
-                    m.method.begin_task(k, m.model, m.optimizer)
+                    with _own_draws(m):
+                        m.method.begin_task(k, m.model, m.optimizer)
                     m.model.train()
                 train = _joint_split(tasks[: k + 1]) if method.joint else task.train
                 passes, last_step, task_steps, _ = layout.passes(k, step, len(train), method)
@@ -193,7 +207,18 @@ def run_population(configs: list[RunConfig], observers: list[list[Observer]] | N
     return results
 
 
-def _build_member(config: RunConfig, observers, layout: Layout) -> _Member:
+def _build_members(configs: list[RunConfig], observers, layout: Layout) -> tuple[list[_Member], TaskSequence]:
+    """Every member, and the sequence as the models read it (channels-last for a CNN: one
+    copy for all, not one per member)."""
+    members, sequence = [], None
+    for config, its_observers in zip(configs, observers):
+        member, its_sequence = _build_member(config, its_observers, layout)
+        members.append(member)
+        sequence = sequence or its_sequence
+    return members, sequence
+
+
+def _build_member(config: RunConfig, observers, layout: Layout) -> tuple[_Member, TaskSequence]:
     """A member as `engine.run` builds its run (same order of seeded draws)."""
     method = build_method(config.method, config.method_params)
     model, heads, sequence = seeded_model(config, layout)
@@ -204,7 +229,32 @@ def _build_member(config: RunConfig, observers, layout: Layout) -> _Member:
     optimizer = method.optimizer([p for p in model.parameters() if p.requires_grad])
     updates = UpdateCounter(model.named_parameters(), optimizer) if config.track_updates else None
     shuffler = torch.Generator(device="cpu").manual_seed(config.seed)
-    return _Member(config, method, model, heads, optimizer, updates, shuffler, list(observers))
+    # Where the run alone's global generator stands now: its next draws are the member's.
+    draws = torch.Generator(device=layout.device)
+    draws.set_state(_global_generator(layout.device).get_state())
+    return _Member(config, method, model, heads, optimizer, updates, shuffler, draws,
+                   list(observers)), sequence
+
+
+def _global_generator(device: torch.device) -> torch.Generator:
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index if device.index is not None
+                                             else torch.cuda.current_device()]
+    return torch.default_generator
+
+
+@contextmanager
+def _own_draws(m: _Member):
+    """The member's generator in the global one's place: what runs inside draws as its
+    run alone would."""
+    default = _global_generator(m.draws.device)
+    saved = default.get_state()
+    default.set_state(m.draws.get_state())
+    try:
+        yield
+    finally:
+        m.draws.set_state(default.get_state())
+        default.set_state(saved)
 
 
 def _active(members: list[_Member]) -> list[_Member]:
@@ -223,68 +273,6 @@ def _stack(members: list[_Member]) -> dict[str, Tensor]:
             p.data = stacked[name].detach()[k]
             m.params.append((name, p))
     return stacked
-
-
-def _batched_forward(template: nn.Module, stacked: dict[str, Tensor]):
-    """logits [K, C, B] of inputs [K, B, ...] (classes before the batch, as cross_entropy
-    takes a [N, C, d] input), as batched matrix products. (`torch.func.vmap` over the
-    template's forward would take any model, but its batched linear layers measured
-    slower on a CPU than K separate models; convolutions and dropout wait for the GPU's
-    measurements.)"""
-    layers = _mlp_layers(template)
-    return lambda x: _mlp_forward(layers, stacked, x)
-
-
-def _mlp_layers(model: nn.Module) -> list[tuple[str, object]] | None:
-    """An MLP's layers as (kind, what) for `_mlp_forward`, or None for any other model."""
-    from classp.models import MLP
-
-    if not isinstance(model, MLP):
-        return None
-    layers = []
-    for index, module in enumerate(model.net):
-        name = f"net.{index}"
-        if isinstance(module, nn.Flatten | nn.ReLU):
-            layers.append((type(module).__name__, None))
-        elif isinstance(module, scenarios.OutputHeads):
-            layers.append(("heads", (name, module)))
-        elif isinstance(module, scenarios.ActiveOutputs):
-            layers.append(("active", (name, module)))
-        elif type(module) is nn.Linear:
-            layers.append(("linear", name))
-        else:
-            return None
-    return layers
-
-
-def _linear(stacked: dict[str, Tensor], name: str, h: Tensor) -> Tensor:
-    """h [K, in, B] -> [K, out, B]: features before the batch, so that both the product
-    and its weight gradient are contiguous in the stacked weight's [K, out, in] layout
-    (the measured fast layout on a CPU)."""
-    weight, bias = stacked[f"{name}.weight"], stacked.get(f"{name}.bias")
-    if bias is None:
-        return torch.bmm(weight, h)
-    return torch.baddbmm(bias.unsqueeze(2), weight, h)
-
-
-def _mlp_forward(layers, stacked: dict[str, Tensor], x: Tensor) -> Tensor:
-    h = x
-    for kind, what in layers:
-        if kind == "Flatten":
-            h = h.flatten(2).transpose(1, 2)  # [K, B, features] -> [K, features, B]
-        elif kind == "ReLU":
-            h = torch.relu(h)
-        elif kind == "linear":
-            h = _linear(stacked, what, h)
-        elif kind == "heads":  # the active task's head (training uses one head at a time)
-            name, module = what
-            h = _linear(stacked, f"{name}.heads.{module.active}", h)
-        else:  # active outputs: the classes not seen yet masked, as ActiveOutputs does
-            name, module = what
-            h = _linear(stacked, name, h)
-            if module.masked:
-                h = h + module.mask.view(1, -1, 1)
-    return h
 
 
 def _orders(members: list[_Member], n: int, layout: Layout) -> Tensor | None:
@@ -376,9 +364,10 @@ def _close_window(members, sums: _Sums, step: int, task: int, epoch: int, progre
 
 def _end_task(m: _Member, k: int, task, sequence: TaskSequence, layout: Layout, step: int,
               steps_in_task: int) -> None:
-    m.method.end_task(k, m.model, task.train.x, task.train.y)
-    row = {s: evaluate_tasks(m.model, m.heads, sequence, s, layout, m.config.eval_batch_size)
-           for s in layout.splits}
+    with _own_draws(m):
+        m.method.end_task(k, m.model, task.train.x, task.train.y)
+        row = {s: evaluate_tasks(m.model, m.heads, sequence, s, layout, m.config.eval_batch_size)
+               for s in layout.splits}
     for s in layout.splits:
         m.R[s].append(row[s])
     event = TaskEndEvent(k, task.name, step, row, m.optimizer, m.model, m.updates, steps_in_task)

@@ -121,15 +121,16 @@ def test_what_populations_cannot_train_is_refused_before_anything_is_recorded(tm
                       env={"CLASSP_HOME": str(home)})
     assert done.returncode == 0, done.stderr
     journal = (home / "optuna.journal").read_bytes()
-    cnn = tmp_path / "cnn.toml"
-    cnn.write_text(TINY_STUDY.read_text().replace("epochs = 1", 'epochs = 1\nmodel = "paper-cnn"'))
+    targets = tmp_path / "targets.toml"
+    targets.write_text(TINY_STUDY.read_text().replace("epochs = 1", "epochs = 1\nloss_targets = [0.5]"))
     zero = tmp_path / "zero.toml"
     zero.write_text(TINY_STUDY.read_text().replace("seeds = [0]", "population = 0\nseeds = [0]"))
     cases = [
         ((TINY_STUDY, "--population", 0), "classp: error: --population must be at least 1 (1: one "
                                           "trial at a time), got 0"),
-        ((cnn, "--population", 2), "classp: error: populations train MLPs for now (mlp, mlp-400, "
-                                   "mlp-1000), not 'paper-cnn': run them one by one (population 1)"),
+        ((targets, "--population", 2), "classp: error: populations train fixed epochs; this protocol "
+                                       "ends tasks at loss targets: give --epochs, or run them one by "
+                                       "one (population 1)"),
         ((zero,), f"classp: error: {zero}: study.population: must be at least 1 (1: one trial at a "
                   f"time), got 0"),
     ]
