@@ -11,13 +11,15 @@ different number of threads does to a single run.)
 
 How. Each member is built exactly as `engine.run` builds it (its model initialised from
 its seed, its method, its optimizer with its own hyperparameters, its data order), then
-its parameters become views into stacked tensors of shape [K, ...]. A step gathers every
-member's batch into one [K, B, ...] tensor and runs one batched forward and backward
-(batched matrix products); each member's gradient is its slice of the stacked gradient, plus its
-method's penalty computed on its own parameters. Then each member's own optimizer steps
-its views in place, so every optimizer and method (CLASSP's rules, EWC's Fisher, SI's
-path integral) runs the very code of a single run: nothing is rewritten for populations.
-The forward and backward, most of a small model's step, are paid once for K members.
+its parameters become views of one buffer of shape [K, N] (classp.population_steps). A
+step gathers every member's batch into one [K, B, ...] tensor and runs one batched
+forward and backward (classp.population_models); autograd accumulates the data term's
+gradient and each member's own penalty (computed on its own parameters, by its method's
+code) into one gradient buffer of the same shape. Then the optimizers step: those with a
+stacked rule (SGD, Adam, AdaGrad, CLASSP's Algorithm 1) together, with each member's
+settings as a column, in the very arithmetic of the optimizer alone; any other alone, on
+its views. The methods' own work (EWC's Fisher, SI's path integral, a schedule's phase
+switch) runs per member, their code unchanged.
 
 A member that diverges or is stopped (a pruned trial) leaves the population: it is no
 longer stepped, evaluated or reported, and the others go on.
@@ -68,6 +70,7 @@ from classp.errors import UserError
 from classp.methods import build_method
 from classp.methods.base import Method, RunPlan, TaskPlan
 from classp.models import build_model
+from classp.population_steps import FlatStack, StackedSteps, quiet_layout_hint
 from classp.run_config import check_config, loss_targets
 from classp.sparsity import UpdateCounter
 
@@ -92,8 +95,6 @@ class _Member:
     status: str = "finished"  # or "diverged", "stopped"
     diverged_at: dict[str, int] | None = None
     steps: int = 0
-    # the member's parameters (name -> tensor), in the population's stacking order
-    params: list[tuple[str, nn.Parameter]] = field(default_factory=list)
 
     @property
     def active(self) -> bool:
@@ -144,9 +145,11 @@ def run_population(configs: list[RunConfig], observers: list[list[Observer]] | N
     members, sequence = _build_members(configs, observers, layout)
     if len({m.method.joint for m in members}) > 1:
         raise UserError("joint training and sequential methods cannot share a population")
-    stacked = _stack(members)
+    stack = FlatStack([[(n, p) for n, p in m.model.named_parameters() if p.requires_grad]
+                       for m in members])
+    steps = StackedSteps(stack, [m.optimizer for m in members])
     template = members[0].model
-    forward = population_models.batched_forward(template, stacked, [m.draws for m in members],
+    forward = population_models.batched_forward(template, stack.leaves, [m.draws for m in members],
                                                 channels_last=_has_convolutions(template))
     for m in members:
         for obs in m.observers:
@@ -167,6 +170,8 @@ def run_population(configs: list[RunConfig], observers: list[list[Observer]] | N
                     with _own_draws(m):
                         m.method.begin_task(k, m.model, m.optimizer)
                     m.model.train()
+                stack.attach(idle=population_models.idle_parameters(template))
+                steps.regroup()
                 train = _joint_split(tasks[: k + 1]) if method.joint else task.train
                 passes, last_step, task_steps, _ = layout.passes(k, step, len(train), method)
                 every, in_window, task_start_step = report_every(configs[0].log_every, task_steps), 0, step
@@ -179,7 +184,7 @@ def run_population(configs: list[RunConfig], observers: list[list[Observer]] | N
                                  else orders[:, start:start + layout.batch_size])
                         interrupts.check()
                         step += 1
-                        _step(members, stacked, forward, sums, train, index, K, step)
+                        _step(members, stack, steps, forward, sums, train, index, K, step)
                         in_window += 1
                         if in_window == every:
                             _close_window(members, sums, step, k, epoch, progress, in_window)
@@ -197,9 +202,10 @@ def run_population(configs: list[RunConfig], observers: list[list[Observer]] | N
 
     seconds = time.perf_counter() - started
     results = []
-    for m in members:
+    for k, m in enumerate(members):
         note = f"trained in a population of {K} runs (the seconds are the population's)"
-        result = make_result(m.config, m.status, sequence, m.R, m.method.state_bytes(m.optimizer),
+        state_bytes = m.method.state_bytes(m.optimizer) + steps.scratch_bytes(k)
+        result = make_result(m.config, m.status, sequence, m.R, state_bytes,
                              m.steps, seconds, m.diverged_at, list(sequence.notes) + [note], m.model)
         for obs in m.observers:
             obs.on_run_end(result)
@@ -261,20 +267,6 @@ def _active(members: list[_Member]) -> list[_Member]:
     return [m for m in members if m.active]
 
 
-def _stack(members: list[_Member]) -> dict[str, Tensor]:
-    """Stacked leaves [K, ...] per parameter name; each member's parameters become views
-    of its slice, so its optimizer's in-place updates land in the stack."""
-    names = [n for n, p in members[0].model.named_parameters() if p.requires_grad]
-    stacked = {}
-    for name in names:
-        own = [dict(m.model.named_parameters())[name] for m in members]
-        stacked[name] = torch.stack([p.detach() for p in own]).requires_grad_()
-        for k, (m, p) in enumerate(zip(members, own)):
-            p.data = stacked[name].detach()[k]
-            m.params.append((name, p))
-    return stacked
-
-
 def _orders(members: list[_Member], n: int, layout: Layout) -> Tensor | None:
     """Each member's data order for this pass, from its own generator ([K, n]); None:
     the data's own order, the same for every member."""
@@ -308,40 +300,34 @@ class _Sums:
         return loss, correct, bad, seen
 
 
-def _step(members: list[_Member], stacked: dict[str, Tensor], forward, sums: _Sums, train, index,
-          K: int, step: int) -> None:
-    """One step of every member: one batched forward and backward, then each member's
-    optimizer and method on its own slice."""
-    for p in stacked.values():
-        p.grad = None
+def _step(members: list[_Member], stack: FlatStack, steps: StackedSteps, forward, sums: _Sums,
+          train, index, K: int, step: int) -> None:
+    """One step of every member: one batched forward and backward (the data term into the
+    stacked gradient, each member's penalty into its row of it), then the optimizers."""
+    stack.zero_grad()
     x, y = train.x[index], train.y[index]
     if x.dim() == train.x.dim():  # one order for all (no shuffling): the same batch K times
         x, y = x.expand(K, *x.shape), y.expand(K, *y.shape)
     logits = forward(x)  # [K, C, B]
     losses = F.cross_entropy(logits, y, reduction="none").mean(1)
     totals = list(losses.unbind())
-    for k, m in enumerate(members):
-        if m.active:
-            m.optimizer.zero_grad(set_to_none=True)
-            penalty = m.method.penalty(m.model)  # on the member's own parameters
-            if penalty is not None:
-                totals[k] = totals[k] + penalty
-    torch.stack([totals[k] for k, m in enumerate(members) if m.active]).sum().backward()
-    for k, m in enumerate(members):
-        if not m.active:
-            continue
-        for name, p in m.params:  # the data term's gradient, plus the penalty's if any
-            if stacked[name].grad is None:  # not in this task's forward (another task's head)
-                continue
-            data_grad = stacked[name].grad[k]
-            p.grad = data_grad if p.grad is None else p.grad + data_grad
-        m.optimizer.step()
-        m.method.after_step(m.model)
-        if m.updates is not None:
-            m.updates.after_step()
-        m.method.step_done()
-        m.steps += 1
+    active = [k for k, m in enumerate(members) if m.active]
+    for k in active:
+        penalty = members[k].method.penalty(members[k].model)  # on the member's own parameters
+        if penalty is not None:
+            totals[k] = totals[k] + penalty
+    with quiet_layout_hint():
+        torch.stack([totals[k] for k in active]).sum().backward()
+    steps.step(active, lambda k: _after_step(members[k]))
     sums.add(step, losses.detach(), torch.stack(totals).detach(), logits.detach(), y)
+
+
+def _after_step(m: _Member) -> None:
+    m.method.after_step(m.model)
+    if m.updates is not None:
+        m.updates.after_step()
+    m.method.step_done()
+    m.steps += 1
 
 
 def _close_window(members, sums: _Sums, step: int, task: int, epoch: int, progress, steps: int) -> None:

@@ -52,6 +52,19 @@ def batched_forward(template: nn.Module, stacked: dict[str, Tensor], draws: list
     return lambda x: _cnn_forward(template, output, stacked, draws, layout, x)
 
 
+def idle_parameters(model: nn.Module) -> set[str]:
+    """The names of the parameters the training forward leaves out now: the heads of the
+    other tasks (task-incremental). A run alone leaves their gradients None, so its
+    optimizer skips them."""
+    idle = set()
+    for name, module in model.named_modules():
+        if isinstance(module, scenarios.OutputHeads):
+            for j, head in enumerate(module.heads):
+                if j != module.active:
+                    idle.update(f"{name}.heads.{j}.{p}" for p, _ in head.named_parameters())
+    return idle
+
+
 def _output_layer(model: nn.Module, name: str) -> tuple[str, str, nn.Module]:
     """(kind, name, module) of the model's output layer: a plain linear layer, a head per
     task (task-incremental) or the active outputs (class-incremental)."""

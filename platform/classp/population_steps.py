@@ -1,0 +1,472 @@
+"""A population's parameters as one [K, N] buffer, and its optimizer steps taken together.
+
+Stepping each member's own optimizer costs a few dozen small operations per member: on a
+GPU that is K times the kernel launches of one run, and on a CPU it was a quarter to a half
+of a population's step (CLASSP, Adam) at K = 64. So the members' weights live in one
+buffer W of shape [K, N] (member k's N weights in row k, each parameter a view), their
+gradients in one buffer G of the same shape (the autograd engine accumulates both the
+batched data term and each member's own penalty into it, in place), and the members whose
+optimizers allow it step as one: a few operations over rows of W and G, with each
+member's hyperparameters as a column [n, 1] broadcast over its row. The arithmetic is the
+optimizer's own, operation for operation (torch's foreach Adam and AdaGrad, plain SGD,
+CLASSP's flat path), so a member still equals its run alone within float tolerance.
+
+Each member's optimizer keeps its settings (a method's schedule edits them between and
+within tasks; they are read at every step) and its state, as views of the stacked state:
+whatever reads a member's state (its memory, its update counts, a checkpoint) reads what
+its run alone would hold. A member whose optimizer has no stacked rule (SGD with momentum,
+CLASSP's other two rules, its fused path) steps alone, as before.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from classp.optim import CLASSP
+from classp.optim_flat import Workspace
+
+# A stacked parameter is a strided view of W, so autograd would rather its gradient were a
+# contiguous tensor of its own and says so; accumulating into the view of G is the point
+# (no copies). `quiet_layout_hint` silences that one hint around a population's backward.
+_LAYOUT_HINT = "grad and param do not obey the gradient layout contract"
+
+
+@contextmanager
+def quiet_layout_hint():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_LAYOUT_HINT)
+        yield
+
+# --------------------------------------------------------------------------------------
+# The stacked buffers
+# --------------------------------------------------------------------------------------
+
+
+class FlatStack:
+    """W and G of shape [K, N], and per parameter name a leaf of shape [K, ...] that is a
+    view of W (its .grad a view of G); each member's parameters become views of its row."""
+
+    def __init__(self, named_params: Sequence[list[tuple[str, nn.Parameter]]]):
+        first = named_params[0]
+        self.names = [name for name, _ in first]
+        self.shapes = [p.shape for _, p in first]
+        # Each parameter keeps its memory layout (a CNN's are channels-last): a member's
+        # model computes as its run alone does, kernel for kernel.
+        self.orders = [_memory_order(p) for _, p in first]
+        sizes = [p.numel() for _, p in first]
+        self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        K, N = len(named_params), sum(sizes)
+        like = first[0][1]
+        self.W = torch.empty(K, N, dtype=like.dtype, device=like.device)
+        self.G = torch.zeros_like(self.W)
+        self.leaves: dict[str, Tensor] = {}
+        for i, name in enumerate(self.names):
+            leaf = self._shaped(self.W, i)
+            for k, member in enumerate(named_params):
+                leaf[k].copy_(dict(member)[name].detach())
+            leaf.requires_grad_()
+            leaf.grad = self._shaped(self.G, i)
+            self.leaves[name] = leaf
+        self.member_params = [[p for _, p in member] for member in named_params]
+        self.attach()
+
+    def _shaped(self, buffer: Tensor, i: int) -> Tensor:
+        """Parameter i of every member, [K, *shape], a view of `buffer` in its layout."""
+        shape, order, offset = self.shapes[i], self.orders[i], self.offsets[i]
+        block = buffer[:, offset:offset + math.prod(shape)]
+        stored = block.view(buffer.shape[0], *(shape[d] for d in order))
+        return stored.permute(0, *(1 + order.index(d) for d in range(len(shape))))
+
+    def rows(self, k: int, buffer: Tensor) -> list[Tensor]:
+        """Row k of a [K, N] buffer, as views shaped (and laid out) like the parameters."""
+        return [self._shaped(buffer, i)[k] for i in range(len(self.names))]
+
+    def attach(self, idle: set[str] = frozenset()) -> None:
+        """Each member's parameters as views of its row of W, their gradients of G (again
+        after a method's work between tasks may have replaced a gradient); the gradients
+        of the `idle` parameters (another task's head) None, as in a run alone, so that an
+        optimizer stepping alone skips them."""
+        for k, params in enumerate(self.member_params):
+            for name, p, weight, grad in zip(self.names, params, self.rows(k, self.W),
+                                             self.rows(k, self.G)):
+                if p.data.data_ptr() != weight.data_ptr():
+                    p.data = weight
+                if name in idle:
+                    p.grad = None
+                elif p.grad is None or p.grad.data_ptr() != grad.data_ptr():
+                    p.grad = grad
+
+    def zero_grad(self) -> None:
+        self.G.zero_()
+
+
+# --------------------------------------------------------------------------------------
+# Stacked rules: one per optimizer kind. `key` says whether an optimizer can step stacked
+# and with whom (the settings that shape the arithmetic); `columns` are the settings that
+# may differ per member.
+# --------------------------------------------------------------------------------------
+
+
+class _Rule:
+    state_keys: tuple[str, ...] = ()
+
+    def key(self, optimizer) -> tuple | None:
+        raise NotImplementedError
+
+    def columns(self, group: dict, steps: int) -> tuple[float, ...]:
+        """The member's settings for this step (its `steps`-th), as host floats: each
+        becomes the weights' dtype once, as the optimizer's own scalars do."""
+        raise NotImplementedError
+
+    def init_state(self, like: Tensor, key: tuple, group: dict) -> dict[str, Tensor]:
+        """The stacked state, shaped like W ([K, N])."""
+        return {}
+
+    def step(self, W: Tensor, G: Tensor, state: dict[str, Tensor], columns: Tensor, key: tuple,
+             steps: int) -> None:
+        raise NotImplementedError
+
+
+def _add_scaled(W: Tensor, X: Tensor, column: Tensor) -> None:
+    """W += column * X, row by row, as `Tensor.add_(x, alpha=a)` computes it: one fused
+    multiply-add per weight (torch's vectorised add). On a CPU, one add per member; on a
+    GPU one kernel, whose compiler fuses the multiply-add the same way."""
+    if W.device.type != "cpu":
+        W.addcmul_(X, column)
+        return
+    for w, x, alpha in zip(W, X, column[:, 0].tolist()):
+        w.add_(x, alpha=alpha)
+
+
+def _memory_order(p: Tensor) -> tuple[int, ...]:
+    """The order in which p's dimensions lie in memory, outermost first."""
+    if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
+        return (0, 2, 3, 1)
+    return tuple(range(p.dim()))
+
+
+def _single_group(optimizer) -> dict | None:
+    return optimizer.param_groups[0] if len(optimizer.param_groups) == 1 else None
+
+
+def _all_have_gradients(group: dict) -> bool:
+    """Adam moves a weight with a zero gradient (its moments): a parameter a run alone
+    skips (no gradient) must be skipped, so such a group steps alone."""
+    return all(p.grad is not None for p in group["params"])
+
+
+class _SGD(_Rule):
+    """torch's SGD without momentum, weight decay or nesterov: w <- w - lr g."""
+
+    def key(self, optimizer):
+        group = _single_group(optimizer)
+        if type(optimizer) is not torch.optim.SGD or group is None:
+            return None
+        if group["momentum"] or group["weight_decay"] or group["nesterov"] or group["maximize"]:
+            return None
+        return ("sgd",)
+
+    def columns(self, group, steps):
+        return (-group["lr"],)
+
+    def step(self, W, G, state, columns, key, steps):
+        _add_scaled(W, G, columns[:, 0:1])
+
+
+class _Adam(_Rule):
+    """torch's Adam (its foreach path) with weight decay 0, no amsgrad, not maximising."""
+
+    state_keys = ("exp_avg", "exp_avg_sq")
+
+    def key(self, optimizer):
+        group = _single_group(optimizer)
+        if type(optimizer) is not torch.optim.Adam or group is None:
+            return None
+        if group["weight_decay"] or group["amsgrad"] or group["maximize"] or group["capturable"] \
+                or group["differentiable"] or group.get("fused") or group.get("decoupled_weight_decay"):
+            return None
+        if isinstance(group["lr"], Tensor) or not _all_have_gradients(group):
+            return None
+        beta1, beta2 = group["betas"]
+        return ("adam", beta1, beta2, group["eps"])
+
+    def columns(self, group, steps):
+        beta1 = group["betas"][0]
+        return ((group["lr"] / (1 - beta1 ** steps)) * -1,)  # the step size, as torch's
+
+    def init_state(self, like, key, group):
+        return {"exp_avg": torch.zeros_like(like), "exp_avg_sq": torch.zeros_like(like)}
+
+    def step(self, W, G, state, columns, key, steps):
+        _, beta1, beta2, eps = key
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(G, 1 - beta1)
+        v.mul_(beta2).addcmul_(G, G, value=1 - beta2)
+        bias_correction2_sqrt = (1 - beta2 ** steps) ** 0.5
+        denom = v.sqrt().div_(bias_correction2_sqrt).add_(eps)
+        W.add_((m * columns[:, 0:1]).div_(denom))  # as addcdiv: (value * m) / denom
+
+
+class _AdaGrad(_Rule):
+    """torch's Adagrad (its foreach path) with lr_decay 0, weight decay 0, not maximising."""
+
+    state_keys = ("sum",)
+
+    def key(self, optimizer):
+        group = _single_group(optimizer)
+        if type(optimizer) is not torch.optim.Adagrad or group is None:
+            return None
+        if group["lr_decay"] or group["weight_decay"] or group["maximize"] \
+                or group.get("fused") or group["differentiable"]:
+            return None
+        return ("adagrad", group["eps"], group["initial_accumulator_value"])
+
+    def columns(self, group, steps):
+        return (-group["lr"],)
+
+    def init_state(self, like, key, group):
+        return {"sum": torch.full_like(like, key[2])}
+
+    def step(self, W, G, state, columns, key, steps):
+        s = state["sum"]
+        s.addcmul_(G, G, value=1)
+        std = s.sqrt().add_(key[1])
+        W.add_(G.mul(columns[:, 0:1]).div_(std))
+
+
+class _CLASSP(_Rule):
+    """CLASSP's Algorithm 1 as its flat path computes it (classp.optim_flat): h = g where
+    g^2 > threshold, else 0; s += |h|^p; w moves by h, divided by (eps + s)^(1/p) with
+    decay. Power, decay and whether eps is 0 shape the arithmetic; lr, threshold and eps
+    are per member."""
+
+    state_keys = ("eps_plus_sum", "update_count")
+
+    def key(self, optimizer):
+        group = _single_group(optimizer)
+        if type(optimizer) is not CLASSP or group is None:
+            return None
+        if group["rule"] != "algorithm" or group["fused"] or group["maximize"] \
+                or group["foreach"] is False:
+            return None
+        return ("classp", group["power"], group["decay"], group["eps"] == 0,
+                optimizer.track_updates)
+
+    def columns(self, group, steps):
+        # hardshrink's bound, as the flat path computes it (a double, then the weights' dtype)
+        return (-group["lr"], math.sqrt(group["threshold"]))
+
+    def init_state(self, like, key, group):
+        # eps + s: each member's row starts at its own eps (StackedSteps fills it)
+        state = {"eps_plus_sum": torch.zeros_like(like)}
+        if key[4]:  # counting updates
+            state["update_count"] = torch.zeros_like(like, dtype=torch.float32)
+        return state
+
+    def step(self, W, G, state, columns, key, steps):
+        _, power, decay, eps_is_zero, counting = key
+        neg_lr, bound = columns[:, 0:1], columns[:, 1:2]
+        s, count = state["eps_plus_sum"], state.get("update_count")
+        h = torch.where((G >= -bound) & (G <= bound), 0.0, G)  # hardshrink: a NaN passes
+        if not decay:
+            _add_scaled(W, h, neg_lr)
+        magnitude = h.abs()
+        in_place = power == 1.0
+        if counting and not in_place:
+            count.add_(torch.gt(magnitude, 0.0).to(count.dtype))
+        s.add_(magnitude if power == 1.0 else magnitude.mul_(magnitude) if power == 2.0
+               else magnitude.pow_(power))
+        if counting and in_place:
+            count.add_(magnitude.gt_(0.0))
+        if decay:
+            if power == 1.0 and not eps_is_zero:
+                divisor = s
+            else:
+                divisor = s.clone() if power == 1.0 else s.sqrt() if power == 2.0 else s.pow(1.0 / power)
+                if eps_is_zero:
+                    divisor.clamp_min_(torch.finfo(divisor.dtype).tiny)
+            W.add_(h.mul_(neg_lr).div_(divisor))  # as addcdiv: (value * h) / divisor
+
+
+RULES: tuple[_Rule, ...] = (_SGD(), _Adam(), _AdaGrad(), _CLASSP())
+
+
+# --------------------------------------------------------------------------------------
+# The population's steps
+# --------------------------------------------------------------------------------------
+
+
+class StackedSteps:
+    """Steps the members' optimizers: those of one stacked rule and key together, the
+    others one by one. Reads every member's settings at every step (a schedule may edit
+    them) and regroups when they change."""
+
+    def __init__(self, stack: FlatStack, optimizers: list[torch.optim.Optimizer]):
+        self.stack, self.optimizers = stack, optimizers
+        self.state: dict[str, dict[str, Tensor]] = {}  # rule kind -> stacked state [K, N]
+        self.steps: dict[tuple, int] = {}  # key -> steps its members have taken together
+        self.step_tensors: dict[tuple, Tensor] = {}  # the same, as the members' state holds it
+        self.installed: set[int] = set()  # members whose optimizer state is our views
+        self.alone: set[int] = set()  # members stacked once, stepping alone for good since
+        self.eps_in_sum: dict[int, float] = {}  # CLASSP: the eps each accumulator holds
+        self.layouts: dict[int, dict[tuple, int]] = {}  # CLASSP: see `_note_layouts`
+        self._signature = None
+        self._plan: list[tuple[_Rule | None, tuple | None, list[int]]] = []
+
+    def regroup(self) -> None:
+        """Group the members anew at the next step (their gradients changed: a new task)."""
+        self._signature = None
+
+    @torch.no_grad()
+    def step(self, active: list[int], after_each: Callable[[int], None]) -> None:
+        """One step of every active member; `after_each(k)` once member k has stepped."""
+        self._replan(active)
+        for rule, key, rows in self._plan:
+            if rule is None:
+                for k in rows:
+                    self.optimizers[k].step()
+            else:
+                self._step_together(rule, key, rows)
+        for k in active:
+            after_each(k)
+
+    def scratch_bytes(self, k: int) -> int:
+        """The scratch a CLASSP member's run alone keeps resident (the flat path's two
+        floats per weight) and that the stacked rule uses per member: counted in its
+        state bytes as alone (`Method.state_bytes`), so that the memory reported for a
+        run does not depend on how it was trained."""
+        size = self.stack.W.element_size()
+        return sum(2 * numel * size for numel in self.layouts.get(k, {}).values())
+
+    def _note_layouts(self, rows: list[int]) -> None:
+        """Per CLASSP member, the scratch its run alone's flat path would now hold: a pair of
+        buffers for each set of parameters with gradients it has stepped (a task's head),
+        the newest four (classp.optim_flat.Workspace)."""
+        for k in rows:
+            group = _single_group(self.optimizers[k])
+            with_grads = [p for p in group["params"] if p.grad is not None]
+            layouts = self.layouts.setdefault(k, {})
+            key = tuple(map(id, with_grads))
+            if key not in layouts:
+                if len(layouts) >= Workspace._MAX_LAYOUTS:
+                    layouts.pop(next(iter(layouts)))
+                layouts[key] = sum(p.numel() for p in with_grads)
+
+    def _replan(self, active: list[int]) -> None:
+        signature = tuple((k, tuple((name, value) for group in self.optimizers[k].param_groups
+                                    for name, value in group.items() if name != "params"))
+                          for k in active)
+        if signature == self._signature:
+            return
+        self._signature = signature
+        groups: dict[tuple, tuple[_Rule | None, list[int]]] = {}
+        for k in active:
+            rule, key = (None, None) if k in self.alone else _rule_for(self.optimizers[k])
+            if rule is None and k in self.installed and k not in self.alone:
+                self._go_alone(k)
+            groups.setdefault(("alone",) if rule is None else key, (rule, []))[1].append(k)
+        self._plan = [(rule, key, rows) for key, (rule, rows) in groups.items()]
+        for rule, _, rows in self._plan:
+            if isinstance(rule, _CLASSP):
+                self._note_layouts(rows)
+
+    def _go_alone(self, k: int) -> None:
+        """Member k steps alone from now on: its optimizer keeps the state (views still),
+        with a step count per parameter as its own would hold (one parameter may then step
+        while another waits, which a stacked rule cannot follow)."""
+        self.alone.add(k)
+        for state in self.optimizers[k].state.values():
+            if "step" in state:
+                state["step"] = state["step"].clone()
+
+    def _step_together(self, rule: _Rule, key: tuple, rows: list[int]) -> None:
+        stack = self.stack
+        steps = self.steps[key] = self.steps.get(key, 0) + 1
+        groups = [_single_group(self.optimizers[k]) for k in rows]
+        columns = torch.tensor([rule.columns(g, steps) for g in groups], dtype=stack.W.dtype,
+                               device=stack.W.device)
+        state = self._state_for(rule, key, rows, groups)
+        everyone = rows == list(range(len(self.optimizers)))
+        index = None if everyone else torch.tensor(rows, device=stack.W.device)
+        W = stack.W if everyone else stack.W.index_select(0, index)
+        G = stack.G if everyone else stack.G.index_select(0, index)
+        picked = state if everyone else {name: t.index_select(0, index) for name, t in state.items()}
+        if isinstance(rule, _CLASSP):
+            self._shift_eps(rows, groups, picked["eps_plus_sum"])
+        per_chunk = _rows_per_chunk(W)
+        for a in range(0, len(rows), per_chunk):
+            b = a + per_chunk
+            rule.step(W[a:b], G[a:b], {name: t[a:b] for name, t in picked.items()},
+                      columns[a:b], key, steps)
+        if key in self.step_tensors:
+            self.step_tensors[key].add_(1)
+        if not everyone:
+            stack.W.index_copy_(0, index, W)
+            for name, t in state.items():
+                t.index_copy_(0, index, picked[name])
+
+    def _state_for(self, rule: _Rule, key: tuple, rows: list[int], groups) -> dict[str, Tensor]:
+        """The stacked state of the rule's kind (one for every key of a rule: a member whose
+        CLASSP schedule turns decay on keeps its accumulator), made at first use; each
+        member's optimizer state becomes views of its row, as its run alone would hold it."""
+        kind = key[0]
+        if kind not in self.state:
+            self.state[kind] = rule.init_state(self.stack.W, key, groups[0])
+        state = self.state[kind]
+        for k, group in zip(rows, groups):
+            if k in self.installed or not state:
+                continue
+            self.installed.add(k)
+            optimizer = self.optimizers[k]
+            views = {name: self.stack.rows(k, t) for name, t in state.items()}
+            if kind == "classp":
+                state["eps_plus_sum"][k].fill_(group["eps"])
+                self.eps_in_sum[k] = group["eps"]
+            else:
+                step = self.step_tensors.setdefault(key, torch.zeros((), dtype=torch.float32))
+            for i, p in enumerate(group["params"]):
+                entry = optimizer.state[p]
+                entry.clear()
+                if kind == "classp":
+                    entry["eps_in_sum"] = group["eps"]
+                else:
+                    entry["step"] = step
+                for name in state:
+                    entry[name] = views[name][i]
+        return state
+
+    def _shift_eps(self, rows: list[int], groups, sums: Tensor) -> None:
+        """An eps edited between steps shifts the member's accumulator once (as CLASSP
+        does), and its state records the new eps."""
+        for i, (k, group) in enumerate(zip(rows, groups)):
+            if self.eps_in_sum[k] != group["eps"]:
+                sums[i].add_(group["eps"] - self.eps_in_sum[k])
+                self.eps_in_sum[k] = group["eps"]
+                for p in group["params"]:
+                    self.optimizers[k].state[p]["eps_in_sum"] = group["eps"]
+
+
+# On a CPU a rule's passes over [K, N] rows are faster a few rows at a time: the rows and
+# the rule's temporaries then stay in the core's cache between passes, as one run's do
+# (benchmarks/population.py). A GPU takes all rows at once.
+CPU_CHUNK_FLOATS = 2 ** 18  # 1 MiB of float32
+
+
+def _rows_per_chunk(W: Tensor) -> int:
+    if W.device.type != "cpu":
+        return max(len(W), 1)
+    return max(1, CPU_CHUNK_FLOATS // max(W.shape[1], 1))
+
+
+def _rule_for(optimizer) -> tuple[_Rule | None, tuple | None]:
+    for rule in RULES:
+        key = rule.key(optimizer)
+        if key is not None:
+            return rule, key
+    return None, None
