@@ -64,9 +64,11 @@ class Weights:
     def __init__(self):
         self.at_task_end: list[list[torch.Tensor]] = []
 
-    def on_run_start(self, *args) -> None: ...
     def on_step(self, event) -> None: ...
     def on_run_end(self, result) -> None: ...
+
+    def on_run_start(self, config, sequence, model, method) -> None:
+        self.at_start = [p.detach().clone() for p in model.parameters()]
 
     def on_task_end(self, event) -> None:
         self.at_task_end.append([p.detach().clone() for p in event.model.parameters()])
@@ -92,9 +94,11 @@ def _assert_same_run(alone, member, alone_weights, member_weights):
     assert member.state_bytes == alone.state_bytes and member.num_parameters == alone.num_parameters
     for split, rows in alone.accuracy.items():
         assert len(member.accuracy[split]) == len(rows)
-        assert member.accuracy[split][0] == rows[0]  # before training: the same initial weights
+        assert member.accuracy[split][0] == rows[0]  # before training: each member evaluated alone
         for got, want in zip(member.accuracy[split], rows):
             assert got == pytest.approx(want, abs=ACCURACY_TOLERANCE), split
+    # the same initial weights, bit for bit
+    assert all(torch.equal(g, w) for g, w in zip(member_weights.at_start, alone_weights.at_start))
     assert len(member_weights.at_task_end) == len(alone_weights.at_task_end)
     for got, want in zip(member_weights.at_task_end, alone_weights.at_task_end):
         for g, w in zip(got, want):
