@@ -63,6 +63,7 @@ class Weights:
 
     def __init__(self):
         self.at_task_end: list[list[torch.Tensor]] = []
+        self.update_totals: list[list[float]] = []
 
     def on_step(self, event) -> None: ...
     def on_run_end(self, result) -> None: ...
@@ -72,6 +73,8 @@ class Weights:
 
     def on_task_end(self, event) -> None:
         self.at_task_end.append([p.detach().clone() for p in event.model.parameters()])
+        if event.updates is not None:  # how many steps moved each parameter's weights, summed
+            self.update_totals.append(event.updates.totals().tolist())
 
 
 def _alone_and_together(configs, sequence, observers=None):
@@ -97,6 +100,10 @@ def _assert_same_run(alone, member, alone_weights, member_weights):
         assert member.accuracy[split][0] == rows[0]  # before training: each member evaluated alone
         for got, want in zip(member.accuracy[split], rows):
             assert got == pytest.approx(want, abs=ACCURACY_TOLERANCE), split
+    # the same update counts (sparsity), up to a weight at a rule's edge here and there
+    assert len(member_weights.update_totals) == len(alone_weights.update_totals)
+    for got, want in zip(member_weights.update_totals, alone_weights.update_totals):
+        assert got == pytest.approx(want, rel=0.01)
     # the same initial weights, bit for bit
     assert all(torch.equal(g, w) for g, w in zip(member_weights.at_start, alone_weights.at_start))
     assert len(member_weights.at_task_end) == len(alone_weights.at_task_end)

@@ -70,7 +70,7 @@ from classp.errors import UserError
 from classp.methods import build_method
 from classp.methods.base import Method, RunPlan, TaskPlan
 from classp.models import build_model
-from classp.population_steps import FlatStack, StackedSteps, quiet_layout_hint
+from classp.population_steps import FlatStack, StackedSteps, StackedUpdateCounts, quiet_layout_hint
 from classp.run_config import check_config, loss_targets
 from classp.sparsity import UpdateCounter
 
@@ -148,6 +148,7 @@ def run_population(configs: list[RunConfig], observers: list[list[Observer]] | N
     stack = FlatStack([[(n, p) for n, p in m.model.named_parameters() if p.requires_grad]
                        for m in members])
     steps = StackedSteps(stack, [m.optimizer for m in members])
+    counts = StackedUpdateCounts(stack, [m.updates for m in members])
     template = members[0].model
     forward = population_models.batched_forward(template, stack.leaves, [m.draws for m in members],
                                                 channels_last=_has_convolutions(template))
@@ -184,7 +185,7 @@ def run_population(configs: list[RunConfig], observers: list[list[Observer]] | N
                                  else orders[:, start:start + layout.batch_size])
                         interrupts.check()
                         step += 1
-                        _step(members, stack, steps, forward, sums, train, index, K, step)
+                        _step(members, stack, steps, counts, forward, sums, train, index, K, step)
                         in_window += 1
                         if in_window == every:
                             _close_window(members, sums, step, k, epoch, progress, in_window)
@@ -300,8 +301,8 @@ class _Sums:
         return loss, correct, bad, seen
 
 
-def _step(members: list[_Member], stack: FlatStack, steps: StackedSteps, forward, sums: _Sums,
-          train, index, K: int, step: int) -> None:
+def _step(members: list[_Member], stack: FlatStack, steps: StackedSteps, counts: StackedUpdateCounts,
+          forward, sums: _Sums, train, index, K: int, step: int) -> None:
     """One step of every member: one batched forward and backward (the data term into the
     stacked gradient, each member's penalty into its row of it), then the optimizers."""
     stack.zero_grad()
@@ -318,13 +319,14 @@ def _step(members: list[_Member], stack: FlatStack, steps: StackedSteps, forward
             totals[k] = totals[k] + penalty
     with quiet_layout_hint():
         torch.stack([totals[k] for k in active]).sum().backward()
-    steps.step(active, lambda k: _after_step(members[k]))
+    steps.step(active, lambda k: _after_step(members[k], counted=counts.counts_for(k)))
+    counts.after_step(active)
     sums.add(step, losses.detach(), torch.stack(totals).detach(), logits.detach(), y)
 
 
-def _after_step(m: _Member) -> None:
+def _after_step(m: _Member, counted: bool) -> None:
     m.method.after_step(m.model)
-    if m.updates is not None:
+    if m.updates is not None and not counted:  # else StackedUpdateCounts counts for it
         m.updates.after_step()
     m.method.step_done()
     m.steps += 1

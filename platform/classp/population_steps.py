@@ -470,3 +470,38 @@ def _rule_for(optimizer) -> tuple[_Rule | None, tuple | None]:
         if key is not None:
             return rule, key
     return None, None
+
+
+class StackedUpdateCounts:
+    """Per-weight update counts (sparsity.UpdateCounter) of the members whose optimizer
+    does not count them itself, as [K, N] buffers: each member's counter reads its row
+    (views), and one pass over W after each step counts for all, as each counter would."""
+
+    def __init__(self, stack: FlatStack, counters: list):
+        self.stack = stack
+        self.rows = [k for k, c in enumerate(counters) if c is not None and not c.native]
+        if not self.rows:
+            return
+        self.counts = torch.zeros_like(stack.W, dtype=torch.float32)
+        self.previous = stack.W.detach().clone()
+        for k in self.rows:
+            counters[k]._counts = self.stack.rows(k, self.counts)
+
+    def counts_for(self, k: int) -> bool:
+        return k in self.rows
+
+    @torch.no_grad()
+    def after_step(self, active: list[int]) -> None:
+        """Count, for the active members counted here, the weights this step moved."""
+        rows = [k for k in active if k in self.rows]
+        if not rows:
+            return
+        if len(rows) == len(self.stack.W):
+            ranges = [(a, a + _rows_per_chunk(self.stack.W))
+                      for a in range(0, len(rows), _rows_per_chunk(self.stack.W))]
+        else:  # some have left: only the rows still training
+            ranges = [(k, k + 1) for k in rows]
+        for a, b in ranges:
+            current, previous = self.stack.W[a:b], self.previous[a:b]
+            self.counts[a:b].add_(torch.sub(current, previous).abs_().sign_())
+            previous.copy_(current)
