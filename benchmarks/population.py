@@ -13,7 +13,8 @@ reported, ratios against torch's default measured in the same run):
   (classp.population) against the same K runs trained one after another, for K = 1, 4,
   16, 64: the quick start's digits MLP (permuted-digits, CLASSP with a different lr per
   member) and, with ``--data-dir`` holding MNIST, the split-MNIST reference protocols'
-  2x400 MLP at batch 128 on split MNIST (a quarter of the data, one epoch per task).
+  2x400 MLP at batch 128 on split MNIST (a quarter of the data, one epoch per task) and
+  the paper's CNN at batch 32 (2% of the data).
 * ``quickstart``: the README's quick start (``classp study run`` then ``classp study
   confirm`` of studies/permuted-digits.toml on a fresh home) in seconds: the code of
   ``--baseline-ref`` (a git commit, run from an export of it; default: the last commit
@@ -202,6 +203,8 @@ def members_section(data_dir: str | None) -> None:
     if data_dir:
         cases.append(("MNIST MLP 784-400-400-10, batch 128", "split-mnist", "mlp-400", 128, 0.25,
                       (1, 4, 16)))
+        cases.append(("paper CNN (1.2 M weights), batch 32", "split-mnist", "paper-cnn", 32, 0.02,
+                      (1, 4)))
     else:
         print("(no --data-dir: the MNIST MLP is left out)")
     for label, sequence, model, batch_size, subsample, sizes in cases:

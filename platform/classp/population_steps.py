@@ -247,6 +247,7 @@ class _CLASSP(_Rule):
     are per member."""
 
     state_keys = ("eps_plus_sum", "update_count")
+    masks = True  # whether some member's threshold is above 0 (set before each step)
 
     def key(self, optimizer):
         group = _single_group(optimizer)
@@ -273,7 +274,10 @@ class _CLASSP(_Rule):
         _, power, decay, eps_is_zero, counting = key
         neg_lr, bound = columns[:, 0:1], columns[:, 1:2]
         s, count = state["eps_plus_sum"], state.get("update_count")
-        h = torch.where((G >= -bound) & (G <= bound), 0.0, G)  # hardshrink: a NaN passes
+        if self.masks:  # hardshrink: 0 where |g| <= sqrt(threshold); a NaN passes
+            h = torch.where(G.abs() <= bound, 0.0, G)
+        else:  # no member's threshold masks anything: h is g, as on the flat path
+            h = G
         if not decay:
             _add_scaled(W, h, neg_lr)
         magnitude = h.abs()
@@ -291,7 +295,7 @@ class _CLASSP(_Rule):
                 divisor = s.clone() if power == 1.0 else s.sqrt() if power == 2.0 else s.pow(1.0 / power)
                 if eps_is_zero:
                     divisor.clamp_min_(torch.finfo(divisor.dtype).tiny)
-            W.add_(h.mul_(neg_lr).div_(divisor))  # as addcdiv: (value * h) / divisor
+            W.add_(torch.mul(h, neg_lr).div_(divisor))  # as addcdiv: (value * h) / divisor
 
 
 RULES: tuple[_Rule, ...] = (_SGD(), _Adam(), _AdaGrad(), _CLASSP())
@@ -399,6 +403,8 @@ class StackedSteps:
         picked = state if everyone else {name: t.index_select(0, index) for name, t in state.items()}
         if isinstance(rule, _CLASSP):
             self._shift_eps(rows, groups, picked["eps_plus_sum"])
+        if isinstance(rule, _CLASSP):  # from the host's copy of the thresholds: no sync
+            rule.masks = any(group["threshold"] > 0 for group in groups)
         per_chunk = _rows_per_chunk(W)
         for a in range(0, len(rows), per_chunk):
             b = a + per_chunk
