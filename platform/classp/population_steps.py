@@ -28,8 +28,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from classp.optim import CLASSP
 from classp.optim_flat import Workspace
+from classp.population_rules import CLASSPRule, Rule, rule_for, single_group
 
 # A stacked parameter is a strided view of W, so autograd would rather its gradient were a
 # contiguous tensor of its own and says so; accumulating into the view of G is the point
@@ -106,199 +106,11 @@ class FlatStack:
         self.G.zero_()
 
 
-# --------------------------------------------------------------------------------------
-# Stacked rules: one per optimizer kind. `key` says whether an optimizer can step stacked
-# and with whom (the settings that shape the arithmetic); `columns` are the settings that
-# may differ per member.
-# --------------------------------------------------------------------------------------
-
-
-class _Rule:
-    state_keys: tuple[str, ...] = ()
-
-    def key(self, optimizer) -> tuple | None:
-        raise NotImplementedError
-
-    def columns(self, group: dict, steps: int) -> tuple[float, ...]:
-        """The member's settings for this step (its `steps`-th), as host floats: each
-        becomes the weights' dtype once, as the optimizer's own scalars do."""
-        raise NotImplementedError
-
-    def init_state(self, like: Tensor, key: tuple, group: dict) -> dict[str, Tensor]:
-        """The stacked state, shaped like W ([K, N])."""
-        return {}
-
-    def step(self, W: Tensor, G: Tensor, state: dict[str, Tensor], columns: Tensor, key: tuple,
-             steps: int) -> None:
-        raise NotImplementedError
-
-
-def _add_scaled(W: Tensor, X: Tensor, column: Tensor) -> None:
-    """W += column * X, row by row, as `Tensor.add_(x, alpha=a)` computes it: one fused
-    multiply-add per weight (torch's vectorised add). On a CPU, one add per member; on a
-    GPU one kernel, whose compiler fuses the multiply-add the same way."""
-    if W.device.type != "cpu":
-        W.addcmul_(X, column)
-        return
-    for w, x, alpha in zip(W, X, column[:, 0].tolist()):
-        w.add_(x, alpha=alpha)
-
-
 def _memory_order(p: Tensor) -> tuple[int, ...]:
     """The order in which p's dimensions lie in memory, outermost first."""
     if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
         return (0, 2, 3, 1)
     return tuple(range(p.dim()))
-
-
-def _single_group(optimizer) -> dict | None:
-    return optimizer.param_groups[0] if len(optimizer.param_groups) == 1 else None
-
-
-def _all_have_gradients(group: dict) -> bool:
-    """Adam moves a weight with a zero gradient (its moments): a parameter a run alone
-    skips (no gradient) must be skipped, so such a group steps alone."""
-    return all(p.grad is not None for p in group["params"])
-
-
-class _SGD(_Rule):
-    """torch's SGD without momentum, weight decay or nesterov: w <- w - lr g."""
-
-    def key(self, optimizer):
-        group = _single_group(optimizer)
-        if type(optimizer) is not torch.optim.SGD or group is None:
-            return None
-        if group["momentum"] or group["weight_decay"] or group["nesterov"] or group["maximize"]:
-            return None
-        return ("sgd",)
-
-    def columns(self, group, steps):
-        return (-group["lr"],)
-
-    def step(self, W, G, state, columns, key, steps):
-        _add_scaled(W, G, columns[:, 0:1])
-
-
-class _Adam(_Rule):
-    """torch's Adam (its foreach path) with weight decay 0, no amsgrad, not maximising."""
-
-    state_keys = ("exp_avg", "exp_avg_sq")
-
-    def key(self, optimizer):
-        group = _single_group(optimizer)
-        if type(optimizer) is not torch.optim.Adam or group is None:
-            return None
-        if group["weight_decay"] or group["amsgrad"] or group["maximize"] or group["capturable"] \
-                or group["differentiable"] or group.get("fused") or group.get("decoupled_weight_decay"):
-            return None
-        if isinstance(group["lr"], Tensor) or not _all_have_gradients(group):
-            return None
-        beta1, beta2 = group["betas"]
-        return ("adam", beta1, beta2, group["eps"])
-
-    def columns(self, group, steps):
-        beta1 = group["betas"][0]
-        return ((group["lr"] / (1 - beta1 ** steps)) * -1,)  # the step size, as torch's
-
-    def init_state(self, like, key, group):
-        return {"exp_avg": torch.zeros_like(like), "exp_avg_sq": torch.zeros_like(like)}
-
-    def step(self, W, G, state, columns, key, steps):
-        _, beta1, beta2, eps = key
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m.lerp_(G, 1 - beta1)
-        v.mul_(beta2).addcmul_(G, G, value=1 - beta2)
-        bias_correction2_sqrt = (1 - beta2 ** steps) ** 0.5
-        denom = v.sqrt().div_(bias_correction2_sqrt).add_(eps)
-        W.add_((m * columns[:, 0:1]).div_(denom))  # as addcdiv: (value * m) / denom
-
-
-class _AdaGrad(_Rule):
-    """torch's Adagrad (its foreach path) with lr_decay 0, weight decay 0, not maximising."""
-
-    state_keys = ("sum",)
-
-    def key(self, optimizer):
-        group = _single_group(optimizer)
-        if type(optimizer) is not torch.optim.Adagrad or group is None:
-            return None
-        if group["lr_decay"] or group["weight_decay"] or group["maximize"] \
-                or group.get("fused") or group["differentiable"]:
-            return None
-        return ("adagrad", group["eps"], group["initial_accumulator_value"])
-
-    def columns(self, group, steps):
-        return (-group["lr"],)
-
-    def init_state(self, like, key, group):
-        return {"sum": torch.full_like(like, key[2])}
-
-    def step(self, W, G, state, columns, key, steps):
-        s = state["sum"]
-        s.addcmul_(G, G, value=1)
-        std = s.sqrt().add_(key[1])
-        W.add_(G.mul(columns[:, 0:1]).div_(std))
-
-
-class _CLASSP(_Rule):
-    """CLASSP's Algorithm 1 as its flat path computes it (classp.optim_flat): h = g where
-    g^2 > threshold, else 0; s += |h|^p; w moves by h, divided by (eps + s)^(1/p) with
-    decay. Power, decay and whether eps is 0 shape the arithmetic; lr, threshold and eps
-    are per member."""
-
-    state_keys = ("eps_plus_sum", "update_count")
-    masks = True  # whether some member's threshold is above 0 (set before each step)
-
-    def key(self, optimizer):
-        group = _single_group(optimizer)
-        if type(optimizer) is not CLASSP or group is None:
-            return None
-        if group["rule"] != "algorithm" or group["fused"] or group["maximize"] \
-                or group["foreach"] is False:
-            return None
-        return ("classp", group["power"], group["decay"], group["eps"] == 0,
-                optimizer.track_updates)
-
-    def columns(self, group, steps):
-        # hardshrink's bound, as the flat path computes it (a double, then the weights' dtype)
-        return (-group["lr"], math.sqrt(group["threshold"]))
-
-    def init_state(self, like, key, group):
-        # eps + s: each member's row starts at its own eps (StackedSteps fills it)
-        state = {"eps_plus_sum": torch.zeros_like(like)}
-        if key[4]:  # counting updates
-            state["update_count"] = torch.zeros_like(like, dtype=torch.float32)
-        return state
-
-    def step(self, W, G, state, columns, key, steps):
-        _, power, decay, eps_is_zero, counting = key
-        neg_lr, bound = columns[:, 0:1], columns[:, 1:2]
-        s, count = state["eps_plus_sum"], state.get("update_count")
-        if self.masks:  # hardshrink: 0 where |g| <= sqrt(threshold); a NaN passes
-            h = torch.where(G.abs() <= bound, 0.0, G)
-        else:  # no member's threshold masks anything: h is g, as on the flat path
-            h = G
-        if not decay:
-            _add_scaled(W, h, neg_lr)
-        magnitude = h.abs()
-        in_place = power == 1.0
-        if counting and not in_place:
-            count.add_(torch.gt(magnitude, 0.0).to(count.dtype))
-        s.add_(magnitude if power == 1.0 else magnitude.mul_(magnitude) if power == 2.0
-               else magnitude.pow_(power))
-        if counting and in_place:
-            count.add_(magnitude.gt_(0.0))
-        if decay:
-            if power == 1.0 and not eps_is_zero:
-                divisor = s
-            else:
-                divisor = s.clone() if power == 1.0 else s.sqrt() if power == 2.0 else s.pow(1.0 / power)
-                if eps_is_zero:
-                    divisor.clamp_min_(torch.finfo(divisor.dtype).tiny)
-            W.add_(torch.mul(h, neg_lr).div_(divisor))  # as addcdiv: (value * h) / divisor
-
-
-RULES: tuple[_Rule, ...] = (_SGD(), _Adam(), _AdaGrad(), _CLASSP())
 
 
 # --------------------------------------------------------------------------------------
@@ -321,7 +133,7 @@ class StackedSteps:
         self.eps_in_sum: dict[int, float] = {}  # CLASSP: the eps each accumulator holds
         self.layouts: dict[int, dict[tuple, int]] = {}  # CLASSP: see `_note_layouts`
         self._signature = None
-        self._plan: list[tuple[_Rule | None, tuple | None, list[int]]] = []
+        self._plan: list[tuple[Rule | None, tuple | None, list[int]]] = []
 
     def regroup(self) -> None:
         """Group the members anew at the next step (their gradients changed: a new task)."""
@@ -353,7 +165,7 @@ class StackedSteps:
         buffers for each set of parameters with gradients it has stepped (a task's head),
         the newest four (classp.optim_flat.Workspace)."""
         for k in rows:
-            group = _single_group(self.optimizers[k])
+            group = single_group(self.optimizers[k])
             with_grads = [p for p in group["params"] if p.grad is not None]
             layouts = self.layouts.setdefault(k, {})
             key = tuple(map(id, with_grads))
@@ -369,15 +181,15 @@ class StackedSteps:
         if signature == self._signature:
             return
         self._signature = signature
-        groups: dict[tuple, tuple[_Rule | None, list[int]]] = {}
+        groups: dict[tuple, tuple[Rule | None, list[int]]] = {}
         for k in active:
-            rule, key = (None, None) if k in self.alone else _rule_for(self.optimizers[k])
+            rule, key = (None, None) if k in self.alone else rule_for(self.optimizers[k])
             if rule is None and k in self.installed and k not in self.alone:
                 self._go_alone(k)
             groups.setdefault(("alone",) if rule is None else key, (rule, []))[1].append(k)
         self._plan = [(rule, key, rows) for key, (rule, rows) in groups.items()]
         for rule, _, rows in self._plan:
-            if isinstance(rule, _CLASSP):
+            if isinstance(rule, CLASSPRule):
                 self._note_layouts(rows)
 
     def _go_alone(self, k: int) -> None:
@@ -389,10 +201,10 @@ class StackedSteps:
             if "step" in state:
                 state["step"] = state["step"].clone()
 
-    def _step_together(self, rule: _Rule, key: tuple, rows: list[int]) -> None:
+    def _step_together(self, rule: Rule, key: tuple, rows: list[int]) -> None:
         stack = self.stack
         steps = self.steps[key] = self.steps.get(key, 0) + 1
-        groups = [_single_group(self.optimizers[k]) for k in rows]
+        groups = [single_group(self.optimizers[k]) for k in rows]
         columns = torch.tensor([rule.columns(g, steps) for g in groups], dtype=stack.W.dtype,
                                device=stack.W.device)
         state = self._state_for(rule, key, rows, groups)
@@ -401,9 +213,9 @@ class StackedSteps:
         W = stack.W if everyone else stack.W.index_select(0, index)
         G = stack.G if everyone else stack.G.index_select(0, index)
         picked = state if everyone else {name: t.index_select(0, index) for name, t in state.items()}
-        if isinstance(rule, _CLASSP):
+        if isinstance(rule, CLASSPRule):
             self._shift_eps(rows, groups, picked["eps_plus_sum"])
-        if isinstance(rule, _CLASSP):  # from the host's copy of the thresholds: no sync
+        if isinstance(rule, CLASSPRule):  # from the host's copy of the thresholds: no sync
             rule.masks = any(group["threshold"] > 0 for group in groups)
         per_chunk = _rows_per_chunk(W)
         for a in range(0, len(rows), per_chunk):
@@ -417,7 +229,7 @@ class StackedSteps:
             for name, t in state.items():
                 t.index_copy_(0, index, picked[name])
 
-    def _state_for(self, rule: _Rule, key: tuple, rows: list[int], groups) -> dict[str, Tensor]:
+    def _state_for(self, rule: Rule, key: tuple, rows: list[int], groups) -> dict[str, Tensor]:
         """The stacked state of the rule's kind (one for every key of a rule: a member whose
         CLASSP schedule turns decay on keeps its accumulator), made at first use; each
         member's optimizer state becomes views of its row, as its run alone would hold it."""
@@ -468,14 +280,6 @@ def _rows_per_chunk(W: Tensor) -> int:
     if W.device.type != "cpu":
         return max(len(W), 1)
     return max(1, CPU_CHUNK_FLOATS // max(W.shape[1], 1))
-
-
-def _rule_for(optimizer) -> tuple[_Rule | None, tuple | None]:
-    for rule in RULES:
-        key = rule.key(optimizer)
-        if key is not None:
-            return rule, key
-    return None, None
 
 
 class StackedUpdateCounts:
