@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from classp.optim import CLASSP
+from classp.optim_flat import avoid_zero_over_zero, powered_, root_into
 
 # --------------------------------------------------------------------------------------
 # Stacked rules: one per optimizer kind. `key` says whether an optimizer can step stacked
@@ -38,7 +39,9 @@ class Rule:
         return {}
 
     def step(self, W: Tensor, G: Tensor, state: dict[str, Tensor], columns: Tensor, key: tuple,
-             steps: int) -> None:
+             steps: int, groups: list[dict]) -> None:
+        """One step of the rows of W (with gradients G and state rows `state`); `columns`
+        holds their members' settings, `groups` their param groups as the host has them."""
         raise NotImplementedError
 
 
@@ -77,7 +80,7 @@ class _SGD(Rule):
     def columns(self, group, steps):
         return (-group["lr"],)
 
-    def step(self, W, G, state, columns, key, steps):
+    def step(self, W, G, state, columns, key, steps, groups):
         _add_scaled(W, G, columns[:, 0:1])
 
 
@@ -105,7 +108,7 @@ class _Adam(Rule):
     def init_state(self, like, key, group):
         return {"exp_avg": torch.zeros_like(like), "exp_avg_sq": torch.zeros_like(like)}
 
-    def step(self, W, G, state, columns, key, steps):
+    def step(self, W, G, state, columns, key, steps, groups):
         _, beta1, beta2, eps = key
         m, v = state["exp_avg"], state["exp_avg_sq"]
         m.lerp_(G, 1 - beta1)
@@ -135,7 +138,7 @@ class _AdaGrad(Rule):
     def init_state(self, like, key, group):
         return {"sum": torch.full_like(like, key[2])}
 
-    def step(self, W, G, state, columns, key, steps):
+    def step(self, W, G, state, columns, key, steps, groups):
         s = state["sum"]
         s.addcmul_(G, G, value=1)
         std = s.sqrt().add_(key[1])
@@ -149,7 +152,6 @@ class CLASSPRule(Rule):
     are per member."""
 
     state_keys = ("eps_plus_sum", "update_count")
-    masks = True  # whether some member's threshold is above 0 (set before each step)
 
     def key(self, optimizer):
         group = single_group(optimizer)
@@ -157,6 +159,10 @@ class CLASSPRule(Rule):
             return None
         if group["rule"] != "algorithm" or group["fused"] or group["maximize"] \
                 or group["foreach"] is False:
+            return None
+        # Other powers take pow, whose vectorised and scalar paths round differently: laid
+        # out in rows, a weight's last bit would depend on where its row falls. Alone.
+        if group["power"] not in (1.0, 2.0):
             return None
         return ("classp", group["power"], group["decay"], group["eps"] == 0,
                 optimizer.track_updates)
@@ -172,11 +178,12 @@ class CLASSPRule(Rule):
             state["update_count"] = torch.zeros_like(like, dtype=torch.float32)
         return state
 
-    def step(self, W, G, state, columns, key, steps):
+    def step(self, W, G, state, columns, key, steps, groups):
         _, power, decay, eps_is_zero, counting = key
         neg_lr, bound = columns[:, 0:1], columns[:, 1:2]
         s, count = state["eps_plus_sum"], state.get("update_count")
-        if self.masks:  # hardshrink: 0 where |g| <= sqrt(threshold); a NaN passes
+        if any(group["threshold"] > 0 for group in groups):  # read on the host: no sync
+            # hardshrink: 0 where |g| <= sqrt(threshold); a NaN passes
             h = torch.where(G.abs() <= bound, 0.0, G)
         else:  # no member's threshold masks anything: h is g, as on the flat path
             h = G
@@ -186,17 +193,15 @@ class CLASSPRule(Rule):
         in_place = power == 1.0
         if counting and not in_place:
             count.add_(torch.gt(magnitude, 0.0).to(count.dtype))
-        s.add_(magnitude if power == 1.0 else magnitude.mul_(magnitude) if power == 2.0
-               else magnitude.pow_(power))
+        s.add_(powered_(magnitude, power))
         if counting and in_place:
             count.add_(magnitude.gt_(0.0))
         if decay:
             if power == 1.0 and not eps_is_zero:
                 divisor = s
             else:
-                divisor = s.clone() if power == 1.0 else s.sqrt() if power == 2.0 else s.pow(1.0 / power)
-                if eps_is_zero:
-                    divisor.clamp_min_(torch.finfo(divisor.dtype).tiny)
+                divisor = root_into(s, power, torch.empty_like(s))
+                avoid_zero_over_zero(divisor, 0.0 if eps_is_zero else 1.0)  # only eps = 0 matters
             W.add_(torch.mul(h, neg_lr).div_(divisor))  # as addcdiv: (value * h) / divisor
 
 

@@ -15,7 +15,8 @@ Each member's optimizer keeps its settings (a method's schedule edits them betwe
 within tasks; they are read at every step) and its state, as views of the stacked state:
 whatever reads a member's state (its memory, its update counts, a checkpoint) reads what
 its run alone would hold. A member whose optimizer has no stacked rule (SGD with momentum,
-CLASSP's other two rules, its fused path) steps alone, as before.
+CLASSP's other two rules, powers other than 1 and 2, its fused path) steps alone, as
+before, and so does one that has once stepped alone.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class StackedSteps:
         self.steps: dict[tuple, int] = {}  # key -> steps its members have taken together
         self.step_tensors: dict[tuple, Tensor] = {}  # the same, as the members' state holds it
         self.installed: set[int] = set()  # members whose optimizer state is our views
-        self.alone: set[int] = set()  # members stacked once, stepping alone for good since
+        self.alone: set[int] = set()  # members stepping alone, for good
         self.eps_in_sum: dict[int, float] = {}  # CLASSP: the eps each accumulator holds
         self.layouts: dict[int, dict[tuple, int]] = {}  # CLASSP: see `_note_layouts`
         self._signature = None
@@ -184,7 +185,7 @@ class StackedSteps:
         groups: dict[tuple, tuple[Rule | None, list[int]]] = {}
         for k in active:
             rule, key = (None, None) if k in self.alone else rule_for(self.optimizers[k])
-            if rule is None and k in self.installed and k not in self.alone:
+            if rule is None and k not in self.alone:
                 self._go_alone(k)
             groups.setdefault(("alone",) if rule is None else key, (rule, []))[1].append(k)
         self._plan = [(rule, key, rows) for key, (rule, rows) in groups.items()]
@@ -193,9 +194,10 @@ class StackedSteps:
                 self._note_layouts(rows)
 
     def _go_alone(self, k: int) -> None:
-        """Member k steps alone from now on: its optimizer keeps the state (views still),
-        with a step count per parameter as its own would hold (one parameter may then step
-        while another waits, which a stacked rule cannot follow)."""
+        """Member k steps alone from now on: its optimizer's own state (per parameter, as it
+        made it or as views of the stack) is what counts, with a step count per parameter
+        (one parameter may then step while another waits, which a stacked rule cannot
+        follow), so it never rejoins a stacked rule."""
         self.alone.add(k)
         for state in self.optimizers[k].state.values():
             if "step" in state:
@@ -215,13 +217,11 @@ class StackedSteps:
         picked = state if everyone else {name: t.index_select(0, index) for name, t in state.items()}
         if isinstance(rule, CLASSPRule):
             self._shift_eps(rows, groups, picked["eps_plus_sum"])
-        if isinstance(rule, CLASSPRule):  # from the host's copy of the thresholds: no sync
-            rule.masks = any(group["threshold"] > 0 for group in groups)
         per_chunk = _rows_per_chunk(W)
         for a in range(0, len(rows), per_chunk):
             b = a + per_chunk
             rule.step(W[a:b], G[a:b], {name: t[a:b] for name, t in picked.items()},
-                      columns[a:b], key, steps)
+                      columns[a:b], key, steps, groups[a:b])
         if key in self.step_tensors:
             self.step_tensors[key].add_(1)
         if not everyone:
@@ -289,7 +289,7 @@ class StackedUpdateCounts:
 
     def __init__(self, stack: FlatStack, counters: list):
         self.stack = stack
-        self.rows = [k for k, c in enumerate(counters) if c is not None and not c.native]
+        self.rows = {k for k, c in enumerate(counters) if c is not None and not c.native}
         if not self.rows:
             return
         self.counts = torch.zeros_like(stack.W, dtype=torch.float32)
