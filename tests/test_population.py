@@ -44,6 +44,11 @@ METHOD_PARAMS = {
 }
 
 
+# The paper protocol's CLASSP as published: its rule and its phase switch.
+PAPER_PROTOCOL_CLASSP = {"lr": 0.05, "threshold": 0.5, "power": 1.0, "eps": 1e-5,
+                         "rule": "reference-code", "schedule": "published"}
+
+
 @pytest.fixture(scope="module")
 def permuted():
     return load_sequence("permuted-digits", DataOptions(num_tasks=3))
@@ -139,7 +144,10 @@ def test_the_published_cnns_channel_dropout_is_each_members_own(permuted_in_trai
     configs = [RunConfig(sequence="permuted-digits", model="paper-cnn-published", method=method,
                          method_params=params, seed=seed, epochs=1, num_tasks=2)
                for seed, method, params in ((0, "classp", {"lr": 0.05, "eps": 1e-3}),
-                                            (1, "sgd", {"lr": 0.05}), (2, "ewc", {"lr": 0.05}))]
+                                            (1, "sgd", {"lr": 0.05}), (2, "ewc", {"lr": 0.05}),
+                                            (3, "classp", PAPER_PROTOCOL_CLASSP),
+                                            (4, "classp", {**PAPER_PROTOCOL_CLASSP, "lr": 0.1,
+                                                           "threshold": 0.2}))]
     pairs = _alone_and_together(configs, permuted_in_train_mode)
     for pair in pairs:
         _assert_same_run(*pair)

@@ -31,7 +31,13 @@ OPTIMIZERS = {
     "classp": [lambda ps: CLASSP(ps, lr=0.05, eps=1e-3, track_updates=True),
                lambda ps: CLASSP(ps, lr=0.02, eps=1e-3, threshold=1e-4, power=2.0, track_updates=True),
                lambda ps: CLASSP(ps, lr=0.03, eps=0.0, threshold=1e-5, decay=False, track_updates=True),
-               lambda ps: CLASSP(ps, lr=0.05, rule="reference-code", track_updates=True),  # alone
+               lambda ps: CLASSP(ps, lr=0.05, rule="reference-code", threshold=0.5, eps=1e-5,
+                                 track_updates=True),  # the paper protocol's
+               lambda ps: CLASSP(ps, lr=0.02, rule="reference-code", power=2.0, track_updates=True),
+               lambda ps: CLASSP(ps, lr=0.03, rule="reference-code", decay=False, track_updates=True),
+               lambda ps: CLASSP(ps, lr=0.03, rule="reference-code", eps=0.0, track_updates=True),
+               lambda ps: CLASSP(ps, lr=0.05, rule="reference-code", threshold=1.0),  # alone: still
+               lambda ps: CLASSP(ps, lr=0.05, rule="equation", track_updates=True),  # alone
                lambda ps: CLASSP(ps, lr=0.01, eps=0.0, power=2.0, track_updates=True),  # 0/0 guard
                lambda ps: CLASSP(ps, lr=0.01, power=3.0, track_updates=True)],  # alone: pow
 }
@@ -88,7 +94,7 @@ def test_stacked_steps_are_each_optimizers_own_bit_for_bit(kind):
 
 
 def test_a_schedule_editing_settings_between_steps_is_followed():
-    pair = Pair(OPTIMIZERS["classp"][:3])
+    pair = Pair(OPTIMIZERS["classp"][:4])  # Algorithm 1 three ways, and the published code
     for step in range(30):
         if step == 10:  # the paper's second phase: threshold 0, the decay on; and a new eps
             for opt in pair.opt_alone + pair.opt_together:
@@ -96,7 +102,7 @@ def test_a_schedule_editing_settings_between_steps_is_followed():
         if step == 20:
             for opt in pair.opt_alone[1:] + pair.opt_together[1:]:
                 opt.param_groups[0]["lr"] = 0.01
-        pair.step([0, 1, 2])
+        pair.step([0, 1, 2, 3])
     pair.assert_same()
 
 
@@ -122,3 +128,13 @@ def test_each_members_state_is_a_view_of_the_stack():
     assert state["exp_avg"].data_ptr() != state["exp_avg_sq"].data_ptr()
     assert state["exp_avg"].untyped_storage().data_ptr() == \
         pair.steps.state["adam"]["exp_avg"].untyped_storage().data_ptr()
+
+
+def test_only_the_settings_no_stacked_rule_follows_step_alone():
+    # The published code's rule (the paper protocol's) steps with the others; equation (1),
+    # the published rule at threshold 1 (its test never passes) and power 3 step alone.
+    pair = Pair(OPTIMIZERS["classp"])
+    pair.step(list(range(len(pair.alone))))
+    groups = [pair.opt_together[k].param_groups[0] for k in sorted(pair.steps.alone)]
+    assert [(g["rule"], g["threshold"], g["power"]) for g in groups] == [
+        ("reference-code", 1.0, 1.0), ("equation", 0.0, 1.0), ("algorithm", 0.0, 3.0)]

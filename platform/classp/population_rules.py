@@ -146,10 +146,12 @@ class _AdaGrad(Rule):
 
 
 class CLASSPRule(Rule):
-    """CLASSP's Algorithm 1 as its flat path computes it (classp.optim_flat): h = g where
-    g^2 > threshold, else 0; s += |h|^p; w moves by h, divided by (eps + s)^(1/p) with
-    decay. Power, decay and whether eps is 0 shape the arithmetic; lr, threshold and eps
-    are per member."""
+    """CLASSP as its flat path computes it (classp.optim_flat), for two of its rules.
+    Algorithm 1: h = g where g^2 > threshold, else 0; s += |h|^p; w moves by h, divided by
+    (eps + s)^(1/p) with decay. The published code (reference-code, threshold below 1,
+    where its per-tensor test always passes): h = g; s += |g| whatever the power; the same
+    move. The rule, power, decay and whether eps is 0 shape the arithmetic; lr, threshold
+    and eps are per member."""
 
     state_keys = ("eps_plus_sum", "update_count")
 
@@ -157,15 +159,17 @@ class CLASSPRule(Rule):
         group = single_group(optimizer)
         if type(optimizer) is not CLASSP or group is None:
             return None
-        if group["rule"] != "algorithm" or group["fused"] or group["maximize"] \
-                or group["foreach"] is False:
+        if group["rule"] not in ("algorithm", "reference-code") or group["fused"] \
+                or group["maximize"] or group["foreach"] is False:
             return None
+        if group["rule"] == "reference-code" and group["threshold"] >= 1.0:
+            return None  # its test never passes: nothing moves, not even s (alone, as its own)
         # Other powers take pow, whose vectorised and scalar paths round differently: laid
         # out in rows, a weight's last bit would depend on where its row falls. Alone.
         if group["power"] not in (1.0, 2.0):
             return None
         return ("classp", group["power"], group["decay"], group["eps"] == 0,
-                optimizer.track_updates)
+                optimizer.track_updates, group["rule"])
 
     def columns(self, group, steps):
         # hardshrink's bound, as the flat path computes it (a double, then the weights' dtype)
@@ -179,21 +183,23 @@ class CLASSPRule(Rule):
         return state
 
     def step(self, W, G, state, columns, key, steps, groups):
-        _, power, decay, eps_is_zero, counting = key
+        _, power, decay, eps_is_zero, counting, rule = key
         neg_lr, bound = columns[:, 0:1], columns[:, 1:2]
         s, count = state["eps_plus_sum"], state.get("update_count")
-        if any(group["threshold"] > 0 for group in groups):  # read on the host: no sync
+        masked = rule == "algorithm" and any(group["threshold"] > 0 for group in groups)
+        if masked:  # thresholds read on the host: no sync
             # hardshrink: 0 where |g| <= sqrt(threshold); a NaN passes
             h = torch.where(G.abs() <= bound, 0.0, G)
-        else:  # no member's threshold masks anything: h is g, as on the flat path
+        else:  # no mask: h is g, as on the flat path
             h = G
         if not decay:
             _add_scaled(W, h, neg_lr)
         magnitude = h.abs()
-        in_place = power == 1.0
+        added_power = power if rule == "algorithm" else 1.0  # the published code adds |g|
+        in_place = added_power == 1.0
         if counting and not in_place:
             count.add_(torch.gt(magnitude, 0.0).to(count.dtype))
-        s.add_(powered_(magnitude, power))
+        s.add_(powered_(magnitude, added_power))
         if counting and in_place:
             count.add_(magnitude.gt_(0.0))
         if decay:

@@ -15,7 +15,7 @@ Each member's optimizer keeps its settings (a method's schedule edits them betwe
 within tasks; they are read at every step) and its state, as views of the stacked state:
 whatever reads a member's state (its memory, its update counts, a checkpoint) reads what
 its run alone would hold. A member whose optimizer has no stacked rule (SGD with momentum,
-CLASSP's other two rules, powers other than 1 and 2, its fused path) steps alone, as
+CLASSP's equation (1) rule, powers other than 1 and 2, its fused path) steps alone, as
 before, and so does one that has once stepped alone.
 """
 
