@@ -13,14 +13,19 @@ and schedule): 9,375 steps and three evaluations of every split per trial at ful
 2. seconds per full trial through the engine, eager and graphed, and the GPU memory one
    trial holds at its peak.
 3. trials per hour (per GPU-hour on a GPU) of a real study (`classp study run --workers
-   N`, Optuna journal + MLflow SQLite store, everything logged) at each N given, and the
-   GPU memory each worker process used at its peak (nvidia-smi).
+   N --population K`, Optuna journal + MLflow SQLite store, everything logged) at each N
+   and K given (each worker trains K trials at a time as one batched model), and the GPU
+   memory each worker process used at its peak (nvidia-smi).
 
 On a CPU it runs the same at a subsample, so that it is tested (tests/test_benchmarks.py).
 Measured, not asserted:
 
     python benchmarks/gpu_throughput.py [--subsample 1] [--workers 1,2,4,8,16]
-        [--trials-per-worker 2] [--sections steps,trial,workers] [--data-dir DIR]
+        [--populations 1] [--trials-per-worker 2] [--sections steps,trial,workers]
+        [--data-dir DIR]
+
+A worker runs at least one whole population: N workers and population K run N * max(K,
+trials per worker) trials.
 
 It needs MNIST in the data folder (`classp data mnist DIR`) and Fashion-MNIST (`classp data
 fashion-mnist DIR`, or Debian's dataset-fashion-mnist, found without a flag).
@@ -198,8 +203,10 @@ class GpuMemoryWatch:
                     self.peak[parts[0]] = max(self.peak.get(parts[0], 0), int(parts[1]))
 
 
-def study_throughput(workers: int, trials: int, root: Path, subsample: float) -> dict:
-    """Wall time of `classp study run --workers N` for `trials` trials, from a fresh store."""
+def study_throughput(workers: int, trials: int, root: Path, subsample: float,
+                     population: int = 1) -> dict:
+    """Wall time of `classp study run --workers N --population K` for `trials` trials, from
+    a fresh store."""
     with tempfile.TemporaryDirectory(prefix="classp-throughput-") as home:
         spec = Path(home) / "spec.toml"
         text = SPEC.read_text()
@@ -212,15 +219,16 @@ def study_throughput(workers: int, trials: int, root: Path, subsample: float) ->
         with GpuMemoryWatch() as memory:
             start = time.perf_counter()
             done = subprocess.run([sys.executable, "-m", "classp.cli", "study", "run", str(spec),
-                                   "--n-trials", str(trials), "--workers", str(workers)],
+                                   "--n-trials", str(trials), "--workers", str(workers),
+                                   "--population", str(population)],
                                   capture_output=True, text=True, env=env)
             seconds = time.perf_counter() - start
         if done.returncode != 0:
-            raise SystemExit(f"the study with {workers} workers failed:\n{done.stdout[-3000:]}"
+            raise SystemExit(f"the study with {workers} workers, population {population} failed:\n{done.stdout[-3000:]}"
                              f"\n{done.stderr[-3000:]}")
         finished = sum(f"{trials} trials ({trials} finished" in line for line in done.stdout.splitlines())
         busy = _trial_span_seconds(Path(home) / "optuna.journal")
-        return {"workers": workers, "trials": trials, "seconds": seconds,
+        return {"workers": workers, "population": population, "trials": trials, "seconds": seconds,
                 "per_hour": 3600 * trials / seconds, "all_finished": finished > 0,
                 "steady_per_hour": 3600 * trials / busy,
                 "peak_mib": max(memory.peak.values()) if memory.peak else None}
@@ -245,6 +253,9 @@ def main(argv=None) -> int:
     parser.add_argument("--subsample", type=float, default=1.0)
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--workers", default="1,2,4,8,16")
+    parser.add_argument("--populations", default="1",
+                        help="population sizes K to run the study with (trials trained K at a "
+                             "time as one batched model), e.g. 1,16,64")
     parser.add_argument("--trials-per-worker", type=int, default=2)
     parser.add_argument("--bare-steps", type=int, default=2000)
     parser.add_argument("--sections", default="steps,trial,workers")
@@ -285,15 +296,16 @@ def main(argv=None) -> int:
 
     if "workers" in sections:
         unit = "GPU-hour" if device.type == "cuda" else "hour"
-        print(f"\n| workers{mps} | trials | wall s (with start-up) | trials per {unit} | "
+        print(f"\n| workers{mps} | population | trials | wall s (with start-up) | trials per {unit} | "
               f"steady trials per {unit} (first trial start to last end) | peak GPU MiB per worker |"
-              "\n|---:|---:|---:|---:|---:|---:|")
-        for n in [int(w) for w in args.workers.split(",")]:
-            r = study_throughput(n, n * args.trials_per_worker, root, args.subsample)
-            peak = "-" if r["peak_mib"] is None else str(r["peak_mib"])
-            flag = "" if r["all_finished"] else " (not all finished)"
-            print(f"| {n} | {r['trials']}{flag} | {r['seconds']:.0f} | {r['per_hour']:.0f} | "
-                  f"{r['steady_per_hour']:.0f} | {peak} |", flush=True)
+              "\n|---:|---:|---:|---:|---:|---:|---:|")
+        for k in [int(p) for p in args.populations.split(",")]:
+            for n in [int(w) for w in args.workers.split(",")]:
+                r = study_throughput(n, n * max(k, args.trials_per_worker), root, args.subsample, k)
+                peak = "-" if r["peak_mib"] is None else str(r["peak_mib"])
+                flag = "" if r["all_finished"] else " (not all finished)"
+                print(f"| {n} | {k} | {r['trials']}{flag} | {r['seconds']:.0f} | {r['per_hour']:.0f} | "
+                      f"{r['steady_per_hour']:.0f} | {peak} |", flush=True)
     return 0
 
 

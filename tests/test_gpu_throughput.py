@@ -14,6 +14,7 @@ def test_the_benchmark_prints_steps_trials_and_workers_tables(vision_data_dir):
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "gpu_throughput.py"), "--device", "cpu",
          "--data-dir", str(vision_data_dir), "--workers", "1,2", "--trials-per-worker", "1",
+         "--populations", "1,2",
          "--bare-steps", "20"],
         capture_output=True, text=True, timeout=900, env=subprocess_env())
     assert done.returncode == 0, done.stdout + done.stderr
@@ -23,6 +24,8 @@ def test_the_benchmark_prints_steps_trials_and_workers_tables(vision_data_dir):
                 "engine step, graphed", "published pipeline step (DataLoader)"):
         assert re.search(rf"\| {re.escape(row)} \| \d+\.\d{{3}} \|", out), row
     assert re.search(r"\| graphed \(\d+ steps replayed, \d+ eager\) \| \d+\.\d \|", out)
-    # one row per worker count: trials, wall seconds, trials per hour, steady rate
-    assert re.search(r"^\| 1 \| 1 \| \d+ \| \d+ \| \d+ \| - \|$", out, re.M), out
-    assert re.search(r"^\| 2 \| 2 \| \d+ \| \d+ \| \d+ \| - \|$", out, re.M), out
+    # one row per worker count and population: trials, wall seconds, trials per hour, steady
+    # rate; a worker trains at least one whole population
+    for workers, population, trials in ((1, 1, 1), (2, 1, 2), (1, 2, 2), (2, 2, 4)):
+        assert re.search(rf"^\| {workers} \| {population} \| {trials} \| \d+ \| \d+ \| \d+ \| - \|$",
+                         out, re.M), out
