@@ -14,7 +14,8 @@ reported, ratios against torch's default measured in the same run):
   16, 64: the quick start's digits MLP (permuted-digits, CLASSP with a different lr per
   member) and, with ``--data-dir`` holding MNIST, the split-MNIST reference protocols'
   2x400 MLP at batch 128 on split MNIST (a quarter of the data, one epoch per task) and
-  the paper's CNN at batch 32 (2% of the data).
+  the paper's CNN at batch 32 (2% of the data). On a GPU also K = 256 (64 for the CNN),
+  the population in bfloat16 autocast, and the peak GPU memory allocated per member.
 * ``quickstart``: the README's quick start (``classp study run`` then ``classp study
   confirm`` of studies/permuted-digits.toml on a fresh home) in seconds: the code of
   ``--baseline-ref`` (a git commit, run from an export of it; default: the last commit
@@ -24,7 +25,7 @@ reported, ratios against torch's default measured in the same run):
 
     python benchmarks/population.py [--sections threads,members,quickstart] [--rounds 3]
         [--n-trials N]   # quickstart: trials per method; default: the spec's
-        [--population K] [--baseline-ref REF] [--data-dir DIR]
+        [--population K] [--baseline-ref REF] [--data-dir DIR] [--device auto]
 
 Measured, never asserted (the README and the issue notes hold the numbers).
 """
@@ -172,48 +173,74 @@ def quickstart_section(rounds: int, n_trials: int | None, population: int, basel
 
 
 MEMBER_PROBE = """
-import sys, time
+import math, sys, time
+import torch
 from classp.data import DataOptions, load_sequence
 from classp.engine import RunConfig, run
 from classp.population import run_population
-sequence_name, model, batch_size, subsample, data_dir, K = sys.argv[1:7]
+from classp.run_config import resolve_device
+sequence_name, model, batch_size, subsample, data_dir, K, device, bf16 = sys.argv[1:9]
 K, batch_size, subsample = int(K), int(batch_size), float(subsample)
+device = resolve_device(device)
 sequence = load_sequence(sequence_name, DataOptions(data_dir=data_dir or None, subsample=subsample))
 configs = [RunConfig(sequence=sequence_name, method="classp", seed=k, epochs=1, model=model,
-                     batch_size=batch_size, subsample=subsample,
+                     batch_size=batch_size, subsample=subsample, device=str(device),
                      method_params={"rule": "algorithm", "lr": 0.01 * (1 + k % 7)}) for k in range(K)]
+
+def timed(work):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    out = work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, time.perf_counter() - start
+
 run(configs[0], sequence=sequence)  # warm-up: first-call costs
-start = time.perf_counter()
-steps = sum(run(c, sequence=sequence).steps for c in configs)
-separate = time.perf_counter() - start
-start = time.perf_counter()
-together = sum(r.steps for r in run_population(configs, sequence=sequence))
-population = time.perf_counter() - start
+steps, separate = timed(lambda: sum(run(c, sequence=sequence).steps for c in configs))
+if device.type == "cuda":
+    torch.cuda.reset_peak_memory_stats(device)
+together, population = timed(lambda: sum(r.steps for r in run_population(configs, sequence=sequence)))
 assert steps == together
-print(steps / separate, steps / population)
+peak = torch.cuda.max_memory_allocated(device) / K / 2**20 if device.type == "cuda" else math.nan
+rate_bf16 = math.nan
+if bf16 == "bf16":  # the same population with its products in bfloat16 (autocast)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        together, seconds = timed(lambda: sum(r.steps for r in run_population(configs, sequence=sequence)))
+    rate_bf16 = together / seconds
+print(steps / separate, steps / population, rate_bf16, peak)
 """
 
 
-def members_section(data_dir: str | None) -> None:
+def members_section(data_dir: str | None, device: str) -> None:
+    import torch
+
+    gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     print("\n## members: model-steps per second, K runs as one population against the same K runs one "
-          "after another (CLASSP, a different lr per member; one epoch per task, evaluations included)")
-    print(f"{'model':<44}{'K':>4}{'separate':>10}{'population':>12}{'speed-up':>10}")
+          "after another (CLASSP, a different lr per member; one epoch per task, evaluations included)"
+          + ("; on the GPU also the population in bfloat16 autocast, and the peak GPU memory "
+             "allocated per member" if gpu else ""))
+    print(f"{'model':<44}{'K':>4}{'separate':>10}{'population':>12}{'speed-up':>10}"
+          + (f"{'bf16 population':>17}{'MiB per member':>16}" if gpu else ""))
+    more = (256,) if gpu else ()  # a GPU has room for wider populations
     # (label, sequence, model, batch size, share of the data, population sizes)
-    cases = [("digits MLP 64-256-256-10, batch 32", "permuted-digits", "mlp", 32, 1.0, (1, 4, 16, 64))]
+    cases = [("digits MLP 64-256-256-10, batch 32", "permuted-digits", "mlp", 32, 1.0, (1, 4, 16, 64, *more))]
     if data_dir:
         cases.append(("MNIST MLP 784-400-400-10, batch 128", "split-mnist", "mlp-400", 128, 0.25,
-                      (1, 4, 16)))
+                      (1, 4, 16, *((64, *more) if gpu else ()))))
         cases.append(("paper CNN (1.2 M weights), batch 32", "split-mnist", "paper-cnn", 32, 0.02,
-                      (1, 4)))
+                      (1, 4, *((16, 64) if gpu else ()))))
     else:
         print("(no --data-dir: the MNIST MLP is left out)")
     for label, sequence, model, batch_size, subsample, sizes in cases:
         for K in sizes:
             done = subprocess.run([sys.executable, "-c", MEMBER_PROBE, sequence, model, str(batch_size),
-                                   str(subsample), data_dir or "", str(K)], capture_output=True,
+                                   str(subsample), data_dir or "", str(K), device,
+                                   "bf16" if gpu else "fp32"], capture_output=True,
                                   text=True, env=clean_environment(), check=True)
-            separate, together = map(float, done.stdout.split())
-            print(f"{label:<44}{K:>4}{separate:>10.0f}{together:>12.0f}{together / separate:>9.2f}x",
+            separate, together, bf16, peak = map(float, done.stdout.split())
+            extra = f"{bf16:>17.0f}{peak:>16.1f}" if gpu else ""
+            print(f"{label:<44}{K:>4}{separate:>10.0f}{together:>12.0f}{together / separate:>9.2f}x{extra}",
                   flush=True)
 
 
@@ -225,6 +252,8 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=8, help="quickstart: population size")
     parser.add_argument("--baseline-ref", default=BASELINE_REF, help="quickstart: the code before")
     parser.add_argument("--data-dir", default=None, help="members: a folder holding MNIST")
+    parser.add_argument("--device", default="auto",
+                        help="members: auto (a GPU if there is one), cpu or cuda[:N]")
     args = parser.parse_args()
     import torch
 
@@ -233,7 +262,7 @@ def main() -> None:
     if "threads" in sections:
         threads_section(args.rounds)
     if "members" in sections:
-        members_section(args.data_dir)
+        members_section(args.data_dir, args.device)
     if "quickstart" in sections:
         quickstart_section(args.rounds, args.n_trials, args.population, args.baseline_ref)
 
