@@ -16,9 +16,9 @@ step gathers every member's batch into one [K, B, ...] tensor and runs one batch
 forward and backward (classp.population_models); autograd accumulates the data term's
 gradient and each member's own penalty (computed on its own parameters, by its method's
 code) into one gradient buffer of the same shape. Then the optimizers step: those with a
-stacked rule (SGD, Adam, AdaGrad, CLASSP's Algorithm 1 and published rule) together, with each member's
-settings as a column, in the very arithmetic of the optimizer alone; any other alone, on
-its views. The methods' own work (EWC's Fisher, SI's path integral, a schedule's phase
+stacked rule (SGD, Adam, AdaGrad, CLASSP's Algorithm 1 and published rule) together, with
+each member's settings as a column, in the very arithmetic of the optimizer alone; any
+other alone, on its views. The methods' own work (EWC's Fisher, SI's path integral, a schedule's phase
 switch) runs per member, their code unchanged.
 
 A member that diverges or is stopped (a pruned trial) leaves the population: it is no
