@@ -150,28 +150,44 @@ _LARGE_TENSOR = 32768
 
 
 def _accumulate(f: _Flat, magnitude: Tensor, power: float, moved_above: float) -> None:
-    """s += magnitude^p; when counting, add 1 to the count of every weight whose magnitude
-    is above `moved_above`. `magnitude` is spent: the caller may overwrite it.
+    accumulate_(f.s, magnitude, power, f.count, moved_above, moved=f.moved)
 
-    The comparison lands in a float buffer (a boolean one, added to floats, is several
-    times slower on a CPU); for p = 1 and a bound of 0 (the default rule) in `magnitude`
-    itself, once s has taken it, so that counting touches no further buffer."""
+
+def accumulate_(s: Tensor, magnitude: Tensor, power: float, count: Tensor | None,
+                moved_above: float = 0.0, moved: Tensor | None = None) -> None:
+    """s += magnitude^p; when counting (`count`), add 1 to the count of every weight whose
+    magnitude is above `moved_above`. `magnitude` is spent: the caller may overwrite it.
+    (The stacked rules of a population call it too: classp.population_rules.)
+
+    The comparison lands in a float buffer, `moved` when given (a boolean one, added to
+    floats, is several times slower on a CPU); for p = 1 and a bound of 0 (the default
+    rule) in `magnitude` itself, once s has taken it, so that counting touches no further
+    buffer."""
     in_place = power == 1.0 and moved_above == 0.0
-    if f.count is not None and not in_place:  # before the power, which may underflow to 0
-        f.count.add_(torch.gt(magnitude, moved_above, out=f.moved))
-    f.s.add_(powered_(magnitude, power))
-    if f.count is not None and in_place:
-        f.count.add_(magnitude.gt_(0.0))
+    if count is not None and not in_place:  # before the power, which may underflow to 0
+        above = torch.gt(magnitude, moved_above, out=moved) if moved is not None \
+            else torch.gt(magnitude, moved_above).to(count.dtype)
+        count.add_(above)
+    s.add_(powered_(magnitude, power))
+    if count is not None and in_place:
+        count.add_(magnitude.gt_(0.0))
 
 
 def _divisors(f: _Flat, eps: float, power: float, out: _Buffer) -> list[Tensor]:
-    """(eps + s)^(1/p), shaped like the parameters. For p = 1 that is the accumulator
-    itself, which holds eps + s: no pass. Otherwise, or with eps = 0 (where the 0/0 guard
-    must not write to the accumulator), written into `out`."""
+    """divisor_into, shaped like the parameters."""
+    return f.s_views if divisor_into(f.s, eps, power, out.flat) is f.s else out.views
+
+
+def divisor_into(s: Tensor, eps: float, power: float, out: Tensor | None = None) -> Tensor:
+    """(eps + s)^(1/p) of an accumulator `s` that holds eps + s. For p = 1 that is `s`
+    itself, which is returned: no pass. Otherwise, or with eps = 0 (where the 0/0 guard
+    must not write to the accumulator), written into `out` (made if not given), which is
+    returned."""
     if power == 1.0 and eps > 0:
-        return f.s_views
-    avoid_zero_over_zero(root_into(f.s, power, out.flat), eps)
-    return out.views
+        return s
+    out = torch.empty_like(s) if out is None else out
+    avoid_zero_over_zero(root_into(s, power, out), eps)
+    return out
 
 
 def _move(f: _Flat, numerators: list[Tensor], divisors: list[Tensor] | None, alpha) -> None:

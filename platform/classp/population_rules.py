@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from classp.optim import CLASSP
-from classp.optim_flat import avoid_zero_over_zero, powered_, root_into
+from classp.optim_flat import accumulate_, divisor_into
 
 # --------------------------------------------------------------------------------------
 # Stacked rules: one per optimizer kind. `key` says whether an optimizer can step stacked
@@ -183,7 +183,7 @@ class CLASSPRule(Rule):
         return state
 
     def step(self, W, G, state, columns, key, steps, groups):
-        _, power, decay, eps_is_zero, counting, rule = key
+        _, power, decay, _, _, rule = key
         neg_lr, bound = columns[:, 0:1], columns[:, 1:2]
         s, count = state["eps_plus_sum"], state.get("update_count")
         masked = rule == "algorithm" and any(group["threshold"] > 0 for group in groups)
@@ -194,20 +194,11 @@ class CLASSPRule(Rule):
             h = G
         if not decay:
             _add_scaled(W, h, neg_lr)
-        magnitude = h.abs()
-        added_power = power if rule == "algorithm" else 1.0  # the published code adds |g|
-        in_place = added_power == 1.0
-        if counting and not in_place:
-            count.add_(torch.gt(magnitude, 0.0).to(count.dtype))
-        s.add_(powered_(magnitude, added_power))
-        if counting and in_place:
-            count.add_(magnitude.gt_(0.0))
+        # s += |h|^p, counting the weights that moved; the published code adds |g|
+        accumulate_(s, h.abs(), power if rule == "algorithm" else 1.0, count)
         if decay:
-            if power == 1.0 and not eps_is_zero:
-                divisor = s
-            else:
-                divisor = root_into(s, power, torch.empty_like(s))
-                avoid_zero_over_zero(divisor, 0.0 if eps_is_zero else 1.0)  # only eps = 0 matters
+            # The members share whether eps is 0 (the key), which is all the guard reads.
+            divisor = divisor_into(s, min(group["eps"] for group in groups), power)
             W.add_(torch.mul(h, neg_lr).div_(divisor))  # as addcdiv: (value * h) / divisor
 
 
